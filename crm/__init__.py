@@ -1,0 +1,1 @@
+"""The customer base: tables, database access, import and the contact history."""

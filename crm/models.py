@@ -1,0 +1,259 @@
+"""All tables of the customer base, as SQLModel classes.
+
+Reference data (given by the customer): ``Customer``, ``ContactPoint``.
+Transactional data (collected): ``Purchase``, ``ServiceEvent``, ``Consent`` (an append-only
+ledger) and ``Touch`` (every contact attempt and every decision not to contact).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, Index, Numeric, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC (timezone-aware)."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Store instants as naive UTC on every database and hand them back timezone-aware.
+
+    SQLite keeps no zone and PostgreSQL's ``timestamptz`` answers in the session's zone; one
+    convention for both keeps comparisons and history exports identical.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class ContactKind(str, enum.Enum):
+    """The kind of address a contact point holds."""
+
+    email = "email"
+    phone = "phone"
+    telegram = "telegram"
+
+
+class ContactStatus(str, enum.Enum):
+    """Whether a contact point can be used."""
+
+    active = "active"
+    bounced = "bounced"
+    blocked = "blocked"
+    invalid = "invalid"
+
+
+class Channel(str, enum.Enum):
+    """A way of reaching a customer; consents are given per channel."""
+
+    email = "email"
+    sms = "sms"
+    voice = "voice"
+    telegram = "telegram"
+    call = "call"
+
+
+class Purpose(str, enum.Enum):
+    """Why a customer is contacted: advertising needs consent, service notices are exempt from caps."""
+
+    marketing = "marketing"
+    service = "service"
+
+
+CHANNEL_CONTACT_KIND: dict[str, ContactKind] = {
+    Channel.email.value: ContactKind.email,
+    Channel.sms.value: ContactKind.phone,
+    Channel.voice.value: ContactKind.phone,
+    Channel.call.value: ContactKind.phone,
+    Channel.telegram.value: ContactKind.telegram,
+}
+
+
+class Manager(SQLModel, table=True):
+    """A sales rep who owns customers and receives call tasks."""
+
+    __tablename__ = "managers"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    email: Optional[str] = Field(default=None, max_length=320)
+    phone: Optional[str] = Field(default=None, max_length=32)
+    active: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Customer(SQLModel, table=True):
+    """A customer record as the source CRM knows it (one person may have several records)."""
+
+    __tablename__ = "customers"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=128, unique=True, index=True)
+    name: str = Field(default="", max_length=300)
+    first_name: Optional[str] = Field(default=None, max_length=100)
+    birthday: Optional[date] = Field(default=None)
+    region: Optional[str] = Field(default=None, max_length=100, index=True)
+    timezone: Optional[str] = Field(default=None, max_length=64)
+    manager_id: Optional[int] = Field(default=None, foreign_key="managers.id", index=True)
+    preferred_channel: Optional[str] = Field(default=None, max_length=16)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ContactPoint(SQLModel, table=True):
+    """An address of a customer in one kind (email, phone, Telegram chat) with its usability."""
+
+    __tablename__ = "contact_points"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "kind", "value", name="uq_contact_points_customer_kind_value"),
+        Index("ix_contact_points_kind_value", "kind", "value"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    kind: str = Field(max_length=16)
+    raw: str = Field(max_length=320)
+    value: str = Field(max_length=320)
+    status: str = Field(default=ContactStatus.active.value, max_length=16)
+    status_reason: Optional[str] = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Consent(SQLModel, table=True):
+    """One entry of the append-only consent ledger: a grant or a revocation, never edited."""
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        UniqueConstraint(
+            "customer_id", "channel", "purpose", "granted", "at", "source",
+            name="uq_consents_entry",
+        ),
+        Index("ix_consents_lookup", "customer_id", "channel", "purpose", "at"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customers.id")
+    channel: str = Field(max_length=16)
+    purpose: str = Field(max_length=16)
+    granted: bool
+    at: datetime = Field(sa_type=UTCDateTime)
+    source: str = Field(max_length=200)
+    wording: Optional[str] = Field(default=None, max_length=2000)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Purchase(SQLModel, table=True):
+    """One purchase line: what, when and how much a customer bought."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (Index("ix_purchases_customer_date", "customer_id", "purchased_on"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source_key: str = Field(max_length=128, unique=True)
+    customer_id: int = Field(foreign_key="customers.id")
+    purchased_on: date = Field(index=True)
+    product: str = Field(max_length=300)
+    category: Optional[str] = Field(default=None, max_length=200, index=True)
+    quantity: Decimal = Field(default=Decimal(1), sa_column=Column(Numeric(14, 3), nullable=False))
+    amount: Decimal = Field(default=Decimal(0), sa_column=Column(Numeric(14, 2), nullable=False))
+    currency: str = Field(default="RUB", max_length=3)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ServiceEvent(SQLModel, table=True):
+    """A visit or service event (haircut, car service, trip) that may start a follow-up."""
+
+    __tablename__ = "service_events"
+    __table_args__ = (Index("ix_service_events_customer_kind_date", "customer_id", "kind", "occurred_on"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source_key: str = Field(max_length=128, unique=True)
+    customer_id: int = Field(foreign_key="customers.id")
+    kind: str = Field(max_length=64)
+    occurred_on: date
+    note: Optional[str] = Field(default=None, max_length=2000)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Touch(SQLModel, table=True):
+    """One line of the contact history: a contact attempt, or a decision not to contact and why."""
+
+    __tablename__ = "touches"
+    __table_args__ = (
+        Index("ix_touches_customer_created", "customer_id", "created_at"),
+        Index("ix_touches_person_created", "person_key", "created_at"),
+        Index("ix_touches_campaign", "campaign"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    claim_key: Optional[str] = Field(default=None, max_length=200, unique=True)
+    person_key: Optional[str] = Field(default=None, max_length=64)
+    customer_id: Optional[int] = Field(default=None, foreign_key="customers.id")
+    campaign: Optional[str] = Field(default=None, max_length=200)
+    run_id: Optional[str] = Field(default=None, max_length=64)
+    offer: Optional[str] = Field(default=None, max_length=200)
+    purpose: str = Field(default=Purpose.marketing.value, max_length=16)
+    channel: Optional[str] = Field(default=None, max_length=16)
+    contact_point_id: Optional[int] = Field(default=None, foreign_key="contact_points.id")
+    address: Optional[str] = Field(default=None, max_length=320)
+    status: str = Field(max_length=16)
+    reason: Optional[str] = Field(default=None, max_length=64)
+    detail: Optional[str] = Field(default=None, max_length=2000)
+    template: Optional[str] = Field(default=None, max_length=200)
+    template_hash: Optional[str] = Field(default=None, max_length=64)
+    body: Optional[str] = Field(default=None)
+    body_hash: Optional[str] = Field(default=None, max_length=64)
+    consent_id: Optional[int] = Field(default=None, foreign_key="consents.id")
+    manager_id: Optional[int] = Field(default=None, foreign_key="managers.id")
+    provider_message_id: Optional[str] = Field(default=None, max_length=200)
+    error_code: Optional[str] = Field(default=None, max_length=64)
+    error_message: Optional[str] = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+
+class ImportRun(SQLModel, table=True):
+    """A record of one import: which file, what kind, and how many rows went where."""
+
+    __tablename__ = "import_runs"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    path: str = Field(max_length=1000)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    rows: int = 0
+    accepted: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rejects_path: Optional[str] = Field(default=None, max_length=1000)

@@ -1,0 +1,70 @@
+"""Schema: migrations from empty, the schema check, SQLite pragmas, time round-trips on both databases."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import inspect, insert, select, text
+
+from crm.db import SchemaError, current_revision, head_revision, make_engine, require_schema, upgrade
+from crm.models import Consent, Customer
+from tests.helpers import run_cli, run_json
+
+
+def test_upgrade_from_empty_creates_every_table_and_is_repeatable(db_url):
+    engine = make_engine(db_url)
+    with pytest.raises(SchemaError, match="touchflow db upgrade"):
+        require_schema(engine)
+    before, after = upgrade(engine)
+    assert (before, after) == (None, head_revision())
+    tables = set(inspect(engine).get_table_names())
+    assert {"customers", "contact_points", "consents", "purchases", "service_events", "managers", "touches",
+            "import_runs"} <= tables
+    assert upgrade(engine) == (head_revision(), head_revision())
+    require_schema(engine)
+    engine.dispose()
+
+
+def test_schema_written_by_a_newer_touchflow_is_refused(engine):
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    with pytest.raises(SchemaError, match="newer touchflow"):
+        require_schema(engine)
+
+
+def test_commands_say_how_to_fix_a_missing_schema(cli_env):
+    result = run_cli("stats")
+    assert result.exit_code == 1
+    assert "touchflow db upgrade" in result.output
+    assert run_json("db", "current")["current"] is None
+    assert run_json("db", "upgrade")["after"] == head_revision()
+    assert run_json("db", "current")["up_to_date"] is True
+    assert run_json("stats")["customers"] == 0
+
+
+def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+    engine.dispose()
+
+
+def test_foreign_keys_are_enforced(engine):
+    with pytest.raises(Exception):
+        with engine.begin() as conn:
+            conn.execute(insert(Consent.__table__).values(
+                customer_id=999_999, channel="email", purpose="marketing", granted=True,
+                at=datetime.now(timezone.utc), source="x", recorded_at=datetime.now(timezone.utc)))
+
+
+def test_instants_round_trip_as_utc_on_both_databases(engine):
+    moscow_noon = datetime(2024, 3, 15, 12, 0, tzinfo=timezone(timedelta(hours=3)))
+    with engine.begin() as conn:
+        conn.execute(insert(Customer.__table__).values(external_id="A", name="", attributes={"k": [1, "два"]},
+                                                       created_at=moscow_noon, updated_at=moscow_noon))
+        row = conn.execute(select(Customer.__table__.c.created_at, Customer.__table__.c.attributes)).one()
+    assert row.created_at == datetime(2024, 3, 15, 9, 0, tzinfo=timezone.utc)
+    assert row.created_at.tzinfo is not None
+    assert row.attributes == {"k": [1, "два"]}
+    assert current_revision(engine) == head_revision()

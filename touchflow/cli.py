@@ -1,0 +1,242 @@
+"""The ``touchflow`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+from crm.db import SchemaError, current_revision, head_revision, make_engine, require_schema, upgrade
+from touchflow import __version__
+from touchflow.console import console, fail, print_json, progress_bar
+from touchflow.settings import get_settings
+
+app = typer.Typer(help="touchflow: omnichannel outreach with one contact per person and a full history.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+db_app = typer.Typer(help="Create and upgrade the database schema.", no_args_is_help=True)
+import_app = typer.Typer(help="Import customers, purchases, events and consents from CSV or XLSX.",
+                         no_args_is_help=True)
+customers_app = typer.Typer(help="Look at customer records.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(customers_app, name="customers")
+
+JsonOption = typer.Option(False, "--json", help="Print the result as one JSON object.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"touchflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """touchflow: omnichannel outreach with one contact per person and a full history."""
+
+
+def open_database(check: bool = True) -> Engine:
+    """Open TOUCHFLOW_DATABASE_URL; unless ``check`` is off, exit with advice if the schema is not current."""
+    engine = make_engine(get_settings().database_url)
+    if check:
+        try:
+            require_schema(engine)
+        except SchemaError as exc:
+            fail(str(exc))
+    return engine
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: bool = JsonOption) -> None:
+    """Create the schema or migrate it to this touchflow's version; data is kept."""
+    engine = open_database(check=False)
+    try:
+        before, after = upgrade(engine)
+    except Exception as exc:
+        fail(f"migration failed on {engine.url.render_as_string(hide_password=True)}: {exc}")
+    result = {"database": engine.url.render_as_string(hide_password=True), "before": before, "after": after}
+    if as_json:
+        print_json(result)
+    elif before == after:
+        console.print(f"schema already current ({after}) in {result['database']}")
+    else:
+        console.print(f"schema upgraded {before or 'empty'} → {after} in {result['database']}")
+
+
+@db_app.command("current")
+def db_current(as_json: bool = JsonOption) -> None:
+    """Show the schema revision of the database and the one this touchflow needs."""
+    engine = open_database(check=False)
+    try:
+        current = current_revision(engine)
+    except Exception as exc:
+        fail(f"cannot open {engine.url.render_as_string(hide_password=True)}: {exc}")
+    head = head_revision()
+    result = {"database": engine.url.render_as_string(hide_password=True), "current": current, "head": head,
+              "up_to_date": current == head}
+    if as_json:
+        print_json(result)
+    else:
+        state = "up to date" if current == head else "run `touchflow db upgrade`"
+        console.print(f"{result['database']}: {current or 'no schema'} (needs {head}) — {state}")
+
+
+def _import(kind: str, file: Path, rejects: Optional[Path], default_region: Optional[str], column_map: Optional[str],
+            batch_size: Optional[int], as_json: bool) -> None:
+    from crm.columns import ColumnError, parse_map
+    from crm.importing import ImportFailed, ImportOptions, import_file
+
+    settings = get_settings()
+    try:
+        mapping = parse_map(column_map)
+    except ColumnError as exc:
+        fail(str(exc))
+    options = ImportOptions(default_region=(default_region or settings.default_region).upper(),
+                            default_timezone=settings.default_timezone, currency=settings.currency,
+                            batch_size=batch_size or settings.import_batch_size, column_map=mapping)
+    engine = open_database()
+    try:
+        with progress_bar(f"import {kind}", None, quiet=as_json) as update:
+            summary = import_file(engine, kind, file, options=options, rejects_path=rejects, progress=update)
+    except ImportFailed as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        console.print(
+            f"{kind} from {file}: {summary.rows} rows, [green]{summary.accepted} accepted[/] "
+            f"({summary.created} new, {summary.updated} updated, {summary.unchanged} unchanged), "
+            f"[{'red' if summary.rejected else 'green'}]{summary.rejected} rejected[/] "
+            f"in {summary.seconds:.1f}s ({summary.rows_per_second:,.0f} rows/s)", highlight=False)
+        if summary.rejected:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.rejection_reasons.items()))
+            console.print(f"rejected rows with their reasons are in {summary.rejects_path} ({reasons}); "
+                          "fix them there and import that file again", highlight=False)
+    if summary.rejected:
+        raise typer.Exit(3)
+
+
+_FILE = typer.Argument(..., help="CSV (UTF-8 / cp1251, comma or semicolon) or XLSX file.")
+_REJECTS = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.csv).")
+_REGION = typer.Option(None, "--default-region", help="Region for phones without a country code (default RU).")
+_MAP = typer.Option(None, "--map", help='Map other headers: "Tel=phone,Client Code=external_id".')
+_BATCH = typer.Option(None, "--batch-size", help="Rows written per transaction (default 5000).")
+
+
+@import_app.command("customers")
+def import_customers(file: Path = _FILE, rejects: Optional[Path] = _REJECTS, default_region: Optional[str] = _REGION,
+                     column_map: Optional[str] = _MAP, batch_size: Optional[int] = _BATCH,
+                     as_json: bool = JsonOption) -> None:
+    """Upsert customers by external_id with their email, phone, Telegram chat and attr.* attributes.
+
+    Exit status: 0 all rows imported, 3 some rows rejected, 1 the file could not be imported.
+    """
+    _import("customers", file, rejects, default_region, column_map, batch_size, as_json)
+
+
+@import_app.command("purchases")
+def import_purchases(file: Path = _FILE, rejects: Optional[Path] = _REJECTS, default_region: Optional[str] = _REGION,
+                     column_map: Optional[str] = _MAP, batch_size: Optional[int] = _BATCH,
+                     as_json: bool = JsonOption) -> None:
+    """Add purchase lines (customer, date, product, category, quantity, amount, currency).
+
+    Exit status: 0 all rows imported, 3 some rows rejected, 1 the file could not be imported.
+    """
+    _import("purchases", file, rejects, default_region, column_map, batch_size, as_json)
+
+
+@import_app.command("events")
+def import_events(file: Path = _FILE, rejects: Optional[Path] = _REJECTS, default_region: Optional[str] = _REGION,
+                  column_map: Optional[str] = _MAP, batch_size: Optional[int] = _BATCH,
+                  as_json: bool = JsonOption) -> None:
+    """Add service events and visits (customer, date, kind such as haircut or car_service).
+
+    Exit status: 0 all rows imported, 3 some rows rejected, 1 the file could not be imported.
+    """
+    _import("events", file, rejects, default_region, column_map, batch_size, as_json)
+
+
+@import_app.command("consents")
+def import_consents(file: Path = _FILE, rejects: Optional[Path] = _REJECTS, default_region: Optional[str] = _REGION,
+                    column_map: Optional[str] = _MAP, batch_size: Optional[int] = _BATCH,
+                    as_json: bool = JsonOption) -> None:
+    """Append consent grants and revocations (customer, channel, purpose, status, at, source, wording).
+
+    Exit status: 0 all rows imported, 3 some rows rejected, 1 the file could not be imported.
+    """
+    _import("consents", file, rejects, default_region, column_map, batch_size, as_json)
+
+
+@customers_app.command("duplicates")
+def customers_duplicates(as_json: bool = JsonOption) -> None:
+    """List groups of customer records that share a normalised phone or email (one person)."""
+    from crm.persons import duplicate_groups
+
+    groups = duplicate_groups(open_database())
+    if as_json:
+        print_json({"groups": [g.to_dict() for g in groups], "count": len(groups)})
+        return
+    if not groups:
+        console.print("no customer records share a phone or email")
+        return
+    table = Table(title=f"{len(groups)} people with several customer records")
+    table.add_column("records")
+    table.add_column("names")
+    table.add_column("shared addresses")
+    for group in groups:
+        table.add_row(", ".join(group.external_ids), ", ".join(group.names), ", ".join(group.shared))
+    console.print(table)
+
+
+@customers_app.command("show")
+def customers_show(external_id: str = typer.Argument(..., help="The customer's external id."),
+                   as_json: bool = JsonOption) -> None:
+    """Show one customer card: fields, attributes, contact points, consents, purchases, visits, touches."""
+    from crm.cards import customer_card
+
+    card = customer_card(open_database(), external_id)
+    if card is None:
+        fail(f"no customer with external id {external_id!r}; list duplicates or import customers first")
+    if as_json:
+        print_json(card)
+        return
+    from crm.cards import render_card
+
+    render_card(console, card)
+
+
+@app.command("stats")
+def stats(as_json: bool = JsonOption) -> None:
+    """Count what the database holds (customers, contact points, consents, purchases, events, touches)."""
+    from crm.cards import base_stats
+
+    data = base_stats(open_database())
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title="touchflow base")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in data.items():
+        table.add_row(key, f"{value:,}")
+    console.print(table)
+
+
+@app.command("demo")
+def demo(
+    customers: int = typer.Option(300, "--customers", min=60, help="How many customers to generate."),
+    directory: Path = typer.Option(Path("touchflow-demo"), "--dir", help="Where the demo base and files go."),
+    seed: int = typer.Option(7, "--seed", help="Random seed (same seed, same base)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Build (or rebuild) a demo base exercising every scenario in MISSION.md, through the real importer."""
+    from touchflow.demo import run_demo
+
+    result = run_demo(directory, customers=customers, seed=seed, quiet=as_json)
+    if as_json:
+        print_json(result)

@@ -1,0 +1,325 @@
+"""Build the demo base: a synthetic but realistic customer base for every scenario in MISSION.md.
+
+The data is written as the files a real CRM would export (semicolon CSV with a BOM, a cp1251 CSV,
+an XLSX sheet) and goes in through the real importer, dirty rows included, so the demo shows
+what the import does with them.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from sqlalchemy import insert
+
+from crm.cards import base_stats
+from crm.db import make_engine, upgrade
+from crm.importing import ImportOptions, import_file
+from crm.models import Manager, utcnow
+from crm.persons import duplicate_groups
+from touchflow.console import console
+
+MANAGERS = (
+    ("ivanova", "Анна Иванова", "a.ivanova@touchflow.example", "+74951230001"),
+    ("petrov", "Сергей Петров", "s.petrov@touchflow.example", "+74951230002"),
+    ("sidorov", "Дмитрий Сидоров", "d.sidorov@touchflow.example", "+74951230003"),
+)
+REGIONS = (
+    ("Москва", "Europe/Moscow", "495"), ("Санкт-Петербург", "Europe/Moscow", "812"),
+    ("Свердловская область", "Asia/Yekaterinburg", "343"), ("Новосибирская область", "Asia/Novosibirsk", "383"),
+    ("Приморский край", "Asia/Vladivostok", "423"), ("Татарстан", "Europe/Moscow", "843"),
+)
+MALE = (("Иван", "Иванов"), ("Алексей", "Смирнов"), ("Дмитрий", "Кузнецов"), ("Сергей", "Попов"),
+        ("Андрей", "Васильев"), ("Михаил", "Соколов"), ("Николай", "Михайлов"), ("Павел", "Новиков"),
+        ("Егор", "Фёдоров"), ("Артём", "Морозов"), ("Олег", "Волков"), ("Виктор", "Лебедев"))
+FEMALE = (("Мария", "Иванова"), ("Елена", "Смирнова"), ("Ольга", "Кузнецова"), ("Наталья", "Попова"),
+          ("Татьяна", "Васильева"), ("Анна", "Соколова"), ("Ирина", "Михайлова"), ("Светлана", "Новикова"),
+          ("Юлия", "Фёдорова"), ("Екатерина", "Морозова"), ("Дарья", "Волкова"), ("Ксения", "Лебедева"))
+PATRONYMICS_M = ("Александрович", "Сергеевич", "Петрович", "Игоревич", "Викторович")
+PATRONYMICS_F = ("Александровна", "Сергеевна", "Петровна", "Игоревна", "Викторовна")
+SCENARIOS = ("business_cards", "car_service", "barbershop", "pet_shop", "travel", "isp")
+CUSTOMER_HEADER = ["external_id", "ФИО", "Имя", "Дата рождения", "Регион", "Часовой пояс", "Менеджер", "E-mail",
+                   "Телефон", "telegram", "preferred_channel", "attr.segment", "attr.internet", "attr.tv",
+                   "attr.years_customer", "attr.contracts", "attr.digital_tv_trial_months", "attr.has_router",
+                   "attr.support_history", "attr.children", "attr.football_streams_per_month",
+                   "attr.football_stream_price", "attr.haircut_interval_days", "attr.car", "attr.pet",
+                   "attr.wallet_size"]
+
+
+@dataclass
+class DemoData:
+    """Rows for the four import files, plus what each scenario holds."""
+
+    customers: list[list[Any]] = field(default_factory=list)
+    purchases: list[list[Any]] = field(default_factory=list)
+    events: list[list[Any]] = field(default_factory=list)
+    consents: list[list[Any]] = field(default_factory=list)
+    scenarios: dict[str, int] = field(default_factory=dict)
+
+
+def _phone(rng: random.Random, index: int) -> str:
+    number = f"{rng.choice(('916', '903', '926', '985', '977', '999'))}{index % 10_000_000:07d}"
+    style = index % 4
+    if style == 0:
+        return f"8 ({number[:3]}) {number[3:6]}-{number[6:8]}-{number[8:]}"
+    if style == 1:
+        return f"+7 {number[:3]} {number[3:6]} {number[6:]}"
+    if style == 2:
+        return f"7{number}"
+    return f"+7({number[:3]}){number[3:]}"
+
+
+def _translit(text: str) -> str:
+    table = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
+                     ["a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s",
+                      "t", "u", "f", "h", "ts", "ch", "sh", "sch", "", "y", "", "e", "yu", "ya"]))
+    return "".join(table.get(ch, ch) for ch in text.lower())
+
+
+def generate(n: int, seed: int, today: date) -> DemoData:
+    """Generate ``n`` customers spread over the scenarios, with purchases, visits and consents."""
+    rng = random.Random(seed)
+    data = DemoData(scenarios={s: 0 for s in SCENARIOS})
+    for index in range(n):
+        scenario = SCENARIOS[index % len(SCENARIOS)]
+        data.scenarios[scenario] += 1
+        female = rng.random() < 0.5
+        first, last = rng.choice(FEMALE if female else MALE)
+        patronymic = rng.choice(PATRONYMICS_F if female else PATRONYMICS_M)
+        region, tz, _ = rng.choice(REGIONS)
+        external_id = f"C{index + 1:06d}"
+        birthday = today.replace(year=today.year - rng.randint(20, 65)) - timedelta(days=rng.randint(-180, 180))
+        if scenario == "travel" and index % 4 == 0:
+            birthday = (today + timedelta(days=rng.randint(1, 14))).replace(year=today.year - rng.randint(25, 60))
+        email = f"{_translit(first)}.{_translit(last)}{index}@{rng.choice(('mail.ru', 'yandex.ru', 'gmail.com'))}"
+        attrs: dict[str, Any] = {"segment": scenario}
+        if scenario == "isp":
+            attrs.update({"internet": "yes", "tv": "no", "years_customer": rng.randint(1, 8),
+                          "contracts": rng.randint(1, 3), "digital_tv_trial_months": rng.choice((0, 0, 1)),
+                          "has_router": rng.choice(("yes", "no")),
+                          "support_history": rng.choice(("none", "resolved", "resolved", "open")),
+                          "children": rng.randint(0, 3), "football_streams_per_month": rng.randint(0, 5),
+                          "football_stream_price": 55})
+        elif scenario == "barbershop":
+            attrs["haircut_interval_days"] = rng.choice((21, 28, 30, 35, 42))
+        elif scenario == "car_service":
+            attrs["car"] = rng.choice(("Kia Rio", "Lada Vesta", "Hyundai Solaris", "Skoda Octavia"))
+        elif scenario == "pet_shop":
+            attrs["pet"] = "cat"
+        attrs["wallet_size"] = rng.choice((20000, 50000, 120000))
+        data.customers.append(_customer_row(
+            external_id, f"{last} {first} {patronymic}", first, birthday.strftime("%d.%m.%Y"), region, tz,
+            MANAGERS[index % 3][0], email, _phone(rng, index), str(100_000_000 + index) if index % 3 == 0 else "",
+            rng.choice(("email", "sms", "telegram", "")) if index % 3 == 0 else rng.choice(("email", "sms", "")),
+            attrs))
+        _history(rng, data, scenario, external_id, today, index)
+        _consents(rng, data, external_id, today, index)
+    _customer_g(data, today)
+    _dirty_rows(data)
+    return data
+
+
+def _customer_row(external_id: str, name: str, first: str, birthday: str, region: str, tz: str, manager: str,
+                  email: str, phone: str, telegram: str, channel: str, attrs: dict[str, Any]) -> list[Any]:
+    row = [external_id, name, first, birthday, region, tz, manager, email, phone, telegram, channel]
+    row += [attrs.get(column[5:], "") for column in CUSTOMER_HEADER[11:]]
+    return row
+
+
+def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, today: date, index: int) -> None:
+    if scenario == "business_cards":
+        day = today - timedelta(days=rng.randint(250, 400))
+        daily_use = rng.choice((5, 8, 10, 20))
+        while day < today:
+            quantity = rng.choice((500, 1000, 2000))
+            data.purchases.append([f"O{index}-{day:%Y%m%d}", customer, day.strftime("%d.%m.%Y"),
+                                   f"Визитки {quantity} шт", "business_cards", quantity,
+                                   f"{quantity * 1.6:.2f}".replace(".", ",")])
+            day += timedelta(days=max(7, int(quantity / daily_use * rng.uniform(0.85, 1.15))))
+    elif scenario in ("car_service", "barbershop"):
+        kind, every = ("car_service", rng.choice((150, 180, 210))) if scenario == "car_service" else \
+            ("haircut", rng.choice((21, 28, 30, 35, 42)))
+        day = today - timedelta(days=every * rng.randint(3, 6) + rng.randint(0, every))
+        while day < today:
+            data.events.append([customer, day.isoformat(), kind, f"{kind}-{customer}-{day:%Y%m%d}", ""])
+            price = 4500 if kind == "car_service" else 1500
+            data.purchases.append([f"S{index}-{day:%Y%m%d}", customer, day.isoformat(),
+                                   "ТО" if kind == "car_service" else "Стрижка", kind, 1, price])
+            day += timedelta(days=int(every * rng.uniform(0.9, 1.1)))
+    elif scenario == "pet_shop":
+        day = today - timedelta(days=rng.randint(10, 60))
+        data.purchases.append([f"P{index}-a", customer, day.isoformat(), "Когтеточка", "cat_goods", 1, 1290])
+        data.purchases.append([f"P{index}-b", customer, day.isoformat(), "Домик для кошки", "cat_goods", 1, 3490])
+        if index % 2:
+            data.purchases.append([f"P{index}-c", customer, (day - timedelta(days=40)).isoformat(),
+                                   "Корм для кошек 2 кг", "cat_food", 2, "1 180,00"])
+    elif scenario == "travel":
+        months_ago = rng.choice((2, 4, 4, 6, 12))
+        day = today - timedelta(days=30 * months_ago)
+        data.purchases.append([f"T{index}", customer, day.isoformat(), rng.choice(("Тур в Турцию", "Тур в Сочи",
+                                                                                   "Тур в Египет")),
+                               "travel", 1, rng.choice((85000, 120000, 64000))])
+        data.events.append([customer, day.isoformat(), "trip", f"trip-{customer}", ""])
+    elif scenario == "isp":
+        start = today - timedelta(days=365 * rng.randint(1, 6))
+        for month in range(0, 12):
+            day = today - timedelta(days=30 * month)
+            if day > start:
+                data.purchases.append([f"I{index}-{month}", customer, day.isoformat(), "Интернет 500 Мбит/с",
+                                       "internet", 1, 650])
+        for stream in range(rng.randint(0, 4)):
+            day = today - timedelta(days=rng.randint(1, 30))
+            data.purchases.append([f"F{index}-{stream}", customer, day.isoformat(), "Трансляция матча",
+                                   "football_stream", 1, 55])
+
+
+def _consents(rng: random.Random, data: DemoData, customer: str, today: date, index: int) -> None:
+    given = (today - timedelta(days=rng.randint(30, 700))).strftime("%d.%m.%Y 12:00")
+    for channel in ("email", "sms", "telegram", "voice", "call"):
+        if index % 11 == 5 and channel == "sms":
+            continue
+        data.consents.append([customer, channel, "marketing", "granted", given, "website_form", "privacy-v3"])
+    data.consents.append([customer, "all", "service", "granted", given, "contract", "contract-v1"])
+    if index % 13 == 7:
+        data.consents.append([customer, "email", "marketing", "revoked",
+                              (today - timedelta(days=rng.randint(1, 20))).strftime("%d.%m.%Y 09:30"),
+                              "unsubscribe_link", ""])
+
+
+def _customer_g(data: DemoData, today: date) -> None:
+    """Article 004's customer G: an ISP subscriber in three records, one per sales rep."""
+    attrs = {"segment": "isp", "internet": "yes", "tv": "no", "years_customer": 5, "contracts": 3,
+             "digital_tv_trial_months": 1, "has_router": "yes", "support_history": "resolved", "children": 2,
+             "football_streams_per_month": 4, "football_stream_price": 55, "wallet_size": 50000}
+    for number, (manager, *_rest) in enumerate(MANAGERS, start=1):
+        data.customers.append(_customer_row(
+            f"ISP-G{number}", "Григорьев Геннадий Петрович", "Геннадий", "14.05.1979", "Москва", "Europe/Moscow",
+            manager, "g.grigoriev@mail.ru" if number != 2 else "", "8 (916) 555-12-34" if number != 3 else "",
+            "", "sms", attrs))
+        for stream in range(4):
+            data.purchases.append([f"G{number}-{stream}", f"ISP-G{number}",
+                                   (today - timedelta(days=7 * stream + 1)).isoformat(), "Трансляция матча",
+                                   "football_stream", 1, 55])
+        for channel in ("email", "sms", "voice", "call"):
+            data.consents.append([f"ISP-G{number}", channel, "marketing", "granted",
+                                  (today - timedelta(days=400)).isoformat(), "contract", "privacy-v3"])
+    data.customers[-1][8] = "+7 916 555 12 34"  # the third record shares the phone in another format
+    data.customers[-1][7] = "G.Grigoriev@Mail.ru "
+    data.scenarios["customer_g_records"] = len(MANAGERS)
+
+
+def _dirty_rows(data: DemoData) -> None:
+    """Rows a real export would contain: each must be rejected with its reason, the rest imported."""
+    blank = {column[5:]: "" for column in CUSTOMER_HEADER[11:]}
+    data.customers += [
+        _customer_row("BAD-1", "Плохой Телефон", "Пётр", "01.02.1990", "Москва", "Europe/Moscow", "petrov",
+                      "petr@mail.ru", "12345", "", "", blank),
+        _customer_row("BAD-2", "Плохая Почта", "Инна", "03.04.1985", "Москва", "Europe/Moscow", "ivanova",
+                      "inna@", "+79161112233", "", "", blank),
+        _customer_row("", "Без Кода", "Олег", "05.06.1970", "Москва", "Europe/Moscow", "sidorov",
+                      "oleg@mail.ru", "", "", "", blank),
+        _customer_row("BAD-3", "Из Будущего", "Марк", "01.01.2999", "Москва", "Europe/Moscow", "sidorov",
+                      "", "", "", "", blank),
+    ]
+    data.purchases += [
+        ["X-1", "NO-SUCH-CUSTOMER", "2024-01-10", "Визитки 500 шт", "business_cards", 500, 800],
+        ["X-2", "C000001", "31.02.2024", "Визитки 500 шт", "business_cards", 500, 800],
+        ["X-3", "C000001", "2024-01-10", "Визитки 500 шт", "business_cards", "пятьсот", 800],
+    ]
+    data.events.append(["C000002", "не помню", "car_service", "bad-event", ""])
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]], *, encoding: str, delimiter: str) -> None:
+    with path.open("w", encoding=encoding, newline="") as fh:
+        writer = csv.writer(fh, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_xlsx(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    from openpyxl import Workbook
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("events")
+    sheet.append(header)
+    for row in rows:
+        sheet.append(row)
+    workbook.save(path)
+
+
+def write_files(data: DemoData, directory: Path) -> dict[str, Path]:
+    """Write the four export files in the formats real CRMs produce; return their paths by kind."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "customers": directory / "customers.csv",
+        "purchases": directory / "purchases.csv",
+        "events": directory / "events.xlsx",
+        "consents": directory / "consents.csv",
+    }
+    _write_csv(paths["customers"], CUSTOMER_HEADER, data.customers, encoding="utf-8-sig", delimiter=";")
+    _write_csv(paths["purchases"], ["Номер заказа", "Код клиента", "Дата", "Товар", "Категория", "Количество",
+                                    "Сумма"], data.purchases, encoding="cp1251", delimiter=";")
+    _write_xlsx(paths["events"], ["customer", "date", "kind", "event_id", "note"], data.events)
+    _write_csv(paths["consents"], ["customer", "channel", "purpose", "status", "at", "source", "wording"],
+               data.consents, encoding="utf-8", delimiter=",")
+    return paths
+
+
+def run_demo(directory: Path, *, customers: int = 300, seed: int = 7, quiet: bool = False,
+             today: date | None = None) -> dict[str, Any]:
+    """Recreate the demo database in ``directory`` and import a generated base into it."""
+    today = today or date.today()
+    directory = directory.resolve()
+    db_path = directory / "touchflow-demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{db_path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(Manager.__table__), [
+            {"code": code, "name": name, "email": email, "phone": phone, "active": True, "created_at": utcnow()}
+            for code, name, email, phone in MANAGERS])
+    data = generate(customers, seed, today)
+    paths = write_files(data, directory / "data")
+    imports = {}
+    for kind in ("customers", "purchases", "events", "consents"):
+        imports[kind] = import_file(engine, kind, paths[kind], options=ImportOptions()).to_dict()
+    groups = duplicate_groups(engine)
+    result = {
+        "database_url": url,
+        "directory": str(directory),
+        "imports": imports,
+        "base": base_stats(engine),
+        "scenarios": data.scenarios,
+        "people_with_several_records": len(groups),
+    }
+    engine.dispose()
+    if not quiet:
+        _print(result)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    table = Table(title="demo import (the real importer, dirty rows included)")
+    for column in ("file", "rows", "new", "updated", "rejected", "rejects file"):
+        table.add_column(column)
+    for kind, summary in result["imports"].items():
+        table.add_row(Path(summary["path"]).name, str(summary["rows"]), str(summary["created"]),
+                      str(summary["updated"]), str(summary["rejected"]), summary["rejects_path"] or "—")
+    console.print(table)
+    base = Table(title="what is in the demo base")
+    base.add_column("what")
+    base.add_column("count", justify="right")
+    for key, value in {**result["base"], **{f"scenario: {k}": v for k, v in result["scenarios"].items()},
+                       "people with several records": result["people_with_several_records"]}.items():
+        base.add_row(key, str(value))
+    console.print(base)
+    console.print(f"Explore it:  export TOUCHFLOW_DATABASE_URL={result['database_url']}\n"
+                  "             touchflow stats; touchflow customers duplicates; touchflow customers show ISP-G1",
+                  highlight=False)
