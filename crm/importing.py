@@ -12,10 +12,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing
 import re
 import time
 from collections import namedtuple
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -25,7 +26,8 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from crm.columns import SPECS, parse_map, resolve_header
+from crm.bulk import bulk_insert
+from crm.columns import SPECS, resolve_header
 from crm.models import (
     Channel,
     Consent,
@@ -63,6 +65,9 @@ purchases_t = Purchase.__table__
 events_t = ServiceEvent.__table__
 consents_t = Consent.__table__
 
+CUSTOMER_COLUMNS = ("external_id", "name", "first_name", "birthday", "region", "timezone", "manager_id",
+                    "preferred_channel", "attributes", "created_at", "updated_at")
+CONTACT_COLUMNS = ("customer_id", "kind", "raw", "value", "status", "created_at", "updated_at")
 ProgressCallback = Callable[[int, int], None]
 _PendingContact = namedtuple("_PendingContact", "id customer_id kind value status")
 
@@ -82,8 +87,9 @@ class ImportOptions:
     default_region: str = "RU"
     default_timezone: str = "Europe/Moscow"
     currency: str = "RUB"
-    batch_size: int = 5000
+    batch_size: int = 10000
     column_map: dict[str, str] = field(default_factory=dict)
+    parallel: bool | None = None  # validate in a second process; None: only for files of 4 MB and more
 
 
 @dataclass
@@ -180,6 +186,70 @@ def import_file(
         table.close()
 
 
+ParsedRow = tuple[int, list[object], "dict[str, Any] | str"]
+PARALLEL_MIN_BYTES = 4 << 20
+
+
+def parse_rows(kind: str, table: Table, positions: dict[int, str], options: ImportOptions
+               ) -> Iterator[tuple[list[ParsedRow], int]]:
+    """Yield batches of (row number, values, parsed record or rejection reason) and the file position."""
+    writer = _WRITERS[kind](options, table.path)
+    width = len(table.header)
+    chunk: list[ParsedRow] = []
+    for number, values in table.rows:
+        record: dict[str, Any] | str
+        if len(values) > width and any(str(v).strip() for v in values[width:]):
+            record = (f"row has {len(values)} fields but the header has {width}; "
+                      "check for an unquoted delimiter inside a value")
+        else:
+            try:
+                record = writer.parse({name: _cell(values, index) for index, name in positions.items()})
+            except (RowError, ValueError) as exc:
+                record = str(exc)
+        chunk.append((number, values, record))
+        if len(chunk) >= options.batch_size:
+            yield chunk, table.position()
+            chunk = []
+    if chunk:
+        yield chunk, table.position()
+
+
+def _produce(kind: str, path: str, positions: dict[int, str], options: ImportOptions, queue: Any) -> None:
+    """Child process: read and validate the file, hand parsed batches to the writer through ``queue``."""
+    try:
+        table = open_table(path)
+        try:
+            for item in parse_rows(kind, table, positions, options):
+                queue.put(item)
+        finally:
+            table.close()
+        queue.put(None)
+    except BaseException as exc:  # report anything to the parent instead of dying silently
+        queue.put(RuntimeError(f"reading {path} failed: {exc!r}"))
+
+
+def _parallel_rows(kind: str, table: Table, positions: dict[int, str], options: ImportOptions
+                   ) -> Iterator[tuple[list[ParsedRow], int]]:
+    """Run ``parse_rows`` in a second process so validation and database writes use both cores."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue(maxsize=4)
+    process = context.Process(target=_produce, args=(kind, str(table.path), positions, options, queue),
+                              daemon=True)
+    process.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise ImportFailed(str(item))
+            yield item
+    finally:
+        if process.is_alive():
+            process.terminate()
+        process.join()
+
+
 def _run(
     engine: Engine,
     kind: str,
@@ -194,7 +264,7 @@ def _run(
     rejects = RejectsWriter(rejects_path, table.header, table.delimiter or ";")
     writer = _WRITERS[kind](options, table.path)
     started_at = utcnow()
-    batch: list[tuple[int, list[object], dict[str, Any]]] = []
+    batch: list[ParsedRow] = []
     batch_keys: set[str] = set()
 
     def reject(number: int, values: list[object], reason: str) -> None:
@@ -206,42 +276,42 @@ def _run(
     def flush() -> None:
         if not batch:
             return
-        with engine.begin() as conn:
-            outcomes = writer.write(conn, [record for _, _, record in batch])
-        for (number, values, _), outcome in zip(batch, outcomes):
-            if isinstance(outcome, str) and outcome not in ("created", "updated", "unchanged"):
+        valid = [record for _, _, record in batch if not isinstance(record, str)]
+        outcomes: Iterator[str] = iter(())
+        if valid:
+            with engine.begin() as conn:
+                outcomes = iter(writer.write(conn, valid))
+        for number, values, record in batch:
+            outcome = record if isinstance(record, str) else next(outcomes)
+            if outcome not in ("created", "updated", "unchanged"):
                 reject(number, values, outcome)
             else:
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
                 summary.accepted += 1
         batch.clear()
         batch_keys.clear()
-        if progress:
-            progress(table.position(), table.size_bytes)
 
+    parallel = options.parallel if options.parallel is not None else table.size_bytes >= PARALLEL_MIN_BYTES
+    if table.encoding is None:  # XLSX: openpyxl streams rows; keep it in one process
+        parallel = False
+    batches = (_parallel_rows if parallel else parse_rows)(kind, table, positions, options)
     try:
-        for number, values in table.rows:
-            summary.rows += 1
-            if len(values) > len(table.header) and any(str(v).strip() for v in values[len(table.header):]):
-                reject(number, values, f"row has {len(values)} fields but the header has {len(table.header)}; "
-                                       "check for an unquoted delimiter inside a value")
-                continue
-            raw = {name: _cell(values, index) for index, name in positions.items()}
-            try:
-                record = writer.parse(raw)
-            except (RowError, ValueError) as exc:
-                reject(number, values, str(exc))
-                continue
-            key = writer.batch_key(record)
-            if key in batch_keys:
-                flush()
-            batch.append((number, values, record))
-            batch_keys.add(key)
-            if len(batch) >= options.batch_size:
-                flush()
-        flush()
+        for chunk, position in batches:
+            for number, values, record in chunk:
+                summary.rows += 1
+                if not isinstance(record, str):
+                    key = writer.batch_key(record)
+                    if key in batch_keys:
+                        flush()
+                    batch_keys.add(key)
+                batch.append((number, values, record))
+            flush()
+            if progress:
+                progress(position, table.size_bytes)
     finally:
         rejects.close()
+        if hasattr(batches, "close"):
+            batches.close()
     summary.seconds = time.perf_counter() - started
     if rejects.used:
         summary.rejects_path = str(rejects_path)
@@ -389,7 +459,8 @@ class CustomerWriter(_Writer):
         existing = {
             row.external_id: row
             for start in range(0, len(records), 900)
-            for row in conn.execute(select(customers_t).where(
+            for row in conn.execute(select(*(customers_t.c[name] for name in (
+                "id", "external_id", *self.FIELDS, "manager_id", "attributes"))).where(
                 customers_t.c.external_id.in_([r["external_id"] for r in records[start:start + 900]])))
         }
         outcomes: list[str] = []
@@ -429,16 +500,15 @@ class CustomerWriter(_Writer):
                 outcomes.append("unchanged")
         ids = {ext: row.id for ext, row in existing.items()}
         if new_rows:
-            inserted = conn.execute(insert(customers_t).returning(customers_t.c.id, customers_t.c.external_id,
-                                                                  sort_by_parameter_order=True), new_rows)
-            ids.update({ext: cid for cid, ext in inserted})
+            bulk_insert(conn, customers_t, CUSTOMER_COLUMNS, new_rows)
+            ids.update(self._customer_ids(conn, (row["external_id"] for row in new_rows)))
         if changed_rows:
             conn.execute(
                 update(customers_t).where(customers_t.c.id == bindparam("b_id")).values(
                     {name: bindparam(name) for name in (*self.FIELDS, "manager_id", "attributes", "updated_at")}),
                 changed_rows,
             )
-        contact_changes = self._write_contacts(conn, records, ids, now)
+        contact_changes = self._write_contacts(conn, records, ids, {row.id for row in existing.values()}, now)
         return [("updated" if outcome == "unchanged" and record["external_id"] in contact_changes else outcome)
                 for record, outcome in zip(records, outcomes)]
 
@@ -455,13 +525,14 @@ class CustomerWriter(_Writer):
                                       .where(managers_t.c.code.in_(missing))).all())
         return known
 
-    def _write_contacts(self, conn: Connection, records: list[dict[str, Any]], ids: dict[str, int], now) -> set[str]:
+    def _write_contacts(self, conn: Connection, records: list[dict[str, Any]], ids: dict[str, int],
+                        existing_ids: set[int], now) -> set[str]:
         """Insert new contact points, supersede replaced ones; return external ids whose contacts changed."""
         wanted = [(record["external_id"], ids[record["external_id"]], kind, value)
                   for record in records for kind, value in record["contacts"].items()]
         if not wanted:
             return set()
-        customer_ids = list({cid for _, cid, _, _ in wanted})
+        customer_ids = list({cid for _, cid, _, _ in wanted} & existing_ids)
         current: dict[tuple[int, str], list[Any]] = {}
         for start in range(0, len(customer_ids), 900):
             for row in conn.execute(select(contacts_t.c.id, contacts_t.c.customer_id, contacts_t.c.kind,
@@ -472,6 +543,12 @@ class CustomerWriter(_Writer):
         status_moves: list[dict[str, Any]] = []
         changed: set[str] = set()
         for external_id, customer_id, kind, value in wanted:
+            if customer_id not in existing_ids:
+                if value:
+                    inserts.append({"customer_id": customer_id, "kind": kind, "raw": value[0][:320],
+                                    "value": value[1], "status": ContactStatus.active.value, "created_at": now,
+                                    "updated_at": now})
+                continue
             rows = current.get((customer_id, kind), [])
             normalised = value[1] if value else None
             for row in rows:
@@ -490,7 +567,7 @@ class CustomerWriter(_Writer):
                     _PendingContact(None, customer_id, kind, normalised, ContactStatus.active.value))
                 changed.add(external_id)
         if inserts:
-            conn.execute(insert(contacts_t), inserts)
+            bulk_insert(conn, contacts_t, CONTACT_COLUMNS, inserts)
         if status_moves:
             conn.execute(update(contacts_t).where(contacts_t.c.id == bindparam("b_id"))
                          .values(status=bindparam("status"), status_reason=bindparam("status_reason"),
@@ -532,7 +609,7 @@ class _KeyedWriter(_Writer):
                              "created_at": now})
                 outcomes.append("created")
         if rows:
-            conn.execute(insert(self.table), rows)
+            bulk_insert(conn, self.table, list(rows[0]), rows)
         return outcomes
 
     def _key_for(self, explicit: str | None, *natural: object) -> str:
@@ -572,7 +649,7 @@ class PurchaseWriter(_KeyedWriter):
         key = self._key_for(_text(raw, "order_id"), customer, purchased_on, product, category, quantity, amount)
         return {"key": key, "customer": customer, "row": {
             "purchased_on": purchased_on, "product": product[:300], "category": category,
-            "quantity": quantity, "amount": amount, "currency": currency}}
+            "quantity": str(quantity), "amount": str(amount), "currency": currency}}  # str: cheap to pickle
 
 
 class EventWriter(_KeyedWriter):
@@ -642,7 +719,7 @@ class ConsentWriter(_Writer):
             rows.append({**r, "customer_id": customer_id, "recorded_at": now})
             outcomes.append("created")
         if rows:
-            conn.execute(insert(consents_t), rows)
+            bulk_insert(conn, consents_t, list(rows[0]), rows)
         return outcomes
 
 

@@ -176,9 +176,9 @@ class Purchase(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     source_key: str = Field(max_length=128, unique=True)
     customer_id: int = Field(foreign_key="customers.id")
-    purchased_on: date = Field(index=True)
+    purchased_on: date
     product: str = Field(max_length=300)
-    category: Optional[str] = Field(default=None, max_length=200, index=True)
+    category: Optional[str] = Field(default=None, max_length=200)
     quantity: Decimal = Field(default=Decimal(1), sa_column=Column(Numeric(14, 3), nullable=False))
     amount: Decimal = Field(default=Decimal(0), sa_column=Column(Numeric(14, 2), nullable=False))
     currency: str = Field(default="RUB", max_length=3)

@@ -16,6 +16,8 @@ from email_validator import EmailNotValidError, validate_email
 
 _PHONE_PUNCTUATION = re.compile(r"[\s()\-.\u00a0\u2010-\u2015/]")
 _EMAIL_LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_ISO_DATE = re.compile(r"^(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})$")
+_RU_DATE = re.compile(r"^(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})$")
 _DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%d.%m.%y", "%d/%m/%Y", "%Y.%m.%d")
 _DATETIME_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
@@ -105,6 +107,13 @@ def parse_date(raw: object) -> date:
     if isinstance(raw, date):
         return raw
     text = str(raw).strip()
+    match = _ISO_DATE.match(text) or _RU_DATE.match(text)
+    if match:
+        year, month, day = (int(match[g]) for g in ("y", "m", "d"))
+        try:
+            return date(year, month, day)
+        except ValueError:
+            raise ValueError(f"date {raw!r} is not a date: there is no such day") from None
     value = _strptime_any(text, _DATE_FORMATS) or _strptime_any(text, _DATETIME_FORMATS)
     if value is None:
         raise ValueError(f"date {raw!r} is not a date; write it as 2024-03-15 or 15.03.2024")

@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import os
+from zipfile import BadZipFile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def _open_xlsx(path: Path) -> Table:
 
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, KeyError, OSError, ValueError) as exc:
+    except (InvalidFileException, BadZipFile, KeyError, OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: not a readable .xlsx workbook ({exc})") from exc
     sheet = workbook.worksheets[0]
     iterator = sheet.iter_rows(values_only=True)

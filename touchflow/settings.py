@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     )
     locale: str = Field("ru_RU", description="Locale for money, dates and plural forms.")
     currency: str = Field("RUB", description="Currency of amounts that name none.")
-    import_batch_size: int = Field(5000, ge=100, description="Rows written per database batch on import.")
+    import_batch_size: int = Field(10000, ge=100, description="Rows written per database batch on import.")
 
 
 @lru_cache(maxsize=1)
