@@ -109,10 +109,13 @@ class ImportSummary:
     delimiter: str | None = None
     seconds: float = 0.0
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    touched_customers: set[int] | None = field(default_factory=set, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the summary as plain JSON-ready data."""
-        return asdict(self)
+        """Return the summary as plain JSON-ready data (without the touched customer ids)."""
+        data = asdict(self)
+        data.pop("touched_customers")
+        return data
 
     @property
     def rows_per_second(self) -> float:
@@ -313,6 +316,7 @@ def _run(
         if hasattr(batches, "close"):
             batches.close()
     summary.seconds = time.perf_counter() - started
+    summary.touched_customers = writer.touched
     if rejects.used:
         summary.rejects_path = str(rejects_path)
     elif rejects_path.exists():
@@ -362,9 +366,19 @@ def _text(raw: dict[str, Any], name: str) -> str | None:
 class _Writer:
     """Parse one kind of row and write batches of them."""
 
+    TOUCHED_LIMIT = 200_000
+
     def __init__(self, options: ImportOptions, path: Path) -> None:
         self.options = options
         self.path = path
+        self.touched: set[int] | None = set()
+
+    def touch(self, customer_ids: Iterable[int]) -> None:
+        """Remember customers whose data changed (None once there are too many: refresh everyone)."""
+        if self.touched is not None:
+            self.touched.update(customer_ids)
+            if len(self.touched) > self.TOUCHED_LIMIT:
+                self.touched = None
 
     def parse(self, raw: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -509,6 +523,7 @@ class CustomerWriter(_Writer):
                 changed_rows,
             )
         contact_changes = self._write_contacts(conn, records, ids, {row.id for row in existing.values()}, now)
+        self.touch(ids[record["external_id"]] for record, outcome in zip(records, outcomes) if outcome != "unchanged")
         return [("updated" if outcome == "unchanged" and record["external_id"] in contact_changes else outcome)
                 for record, outcome in zip(records, outcomes)]
 
@@ -610,6 +625,7 @@ class _KeyedWriter(_Writer):
                 outcomes.append("created")
         if rows:
             bulk_insert(conn, self.table, list(rows[0]), rows)
+            self.touch(row["customer_id"] for row in rows)
         return outcomes
 
     def _key_for(self, explicit: str | None, *natural: object) -> str:

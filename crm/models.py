@@ -257,3 +257,59 @@ class ImportRun(SQLModel, table=True):
     unchanged: int = 0
     rejected: int = 0
     rejects_path: Optional[str] = Field(default=None, max_length=1000)
+
+
+class CustomerStats(SQLModel, table=True):
+    """Per-customer purchase statistics and RFM scores, refreshed after purchase imports.
+
+    Day numbers (``first_day``, ``last_day``) count days since 1970-01-01 so that segment rules do
+    date arithmetic as integers, identically on SQLite and PostgreSQL.
+    """
+
+    __tablename__ = "customer_stats"
+    __table_args__ = (Index("ix_customer_stats_rfm_group", "rfm_group"),
+                      Index("ix_customer_stats_last_day", "last_day"))
+
+    customer_id: int = Field(foreign_key="customers.id", primary_key=True)
+    purchase_count: int = 0
+    purchase_days: int = 0
+    total_amount: float = 0.0
+    avg_check: float = 0.0
+    first_purchase_on: Optional[date] = None
+    last_purchase_on: Optional[date] = None
+    first_day: Optional[int] = None
+    last_day: Optional[int] = None
+    aipt_days: Optional[float] = None
+    rfm_r: Optional[int] = None
+    rfm_f: Optional[int] = None
+    rfm_m: Optional[int] = None
+    rfm_group: Optional[str] = Field(default=None, max_length=32)
+    refreshed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Prediction(SQLModel, table=True):
+    """A predicted need of one customer: when they run out (replenishment) or are due a visit.
+
+    ``basis`` is ``replenishment`` (key ``category:<c>`` or ``product:<p>``) or ``service``
+    (key: the event kind). ``note`` says why there is no date when there is none.
+    """
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "basis", "key", name="uq_predictions_customer_basis_key"),
+        Index("ix_predictions_basis_key_due", "basis", "key", "due_on"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customers.id")
+    basis: str = Field(max_length=16)
+    key: str = Field(max_length=300)
+    observations: int = 0
+    last_on: Optional[date] = None
+    last_quantity: Optional[float] = None
+    avg_daily_use: Optional[float] = None
+    interval_days: Optional[float] = None
+    interval_source: Optional[str] = Field(default=None, max_length=32)
+    due_on: Optional[date] = None
+    note: Optional[str] = Field(default=None, max_length=500)
+    refreshed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,11 @@ customers_app = typer.Typer(help="Look at customer records.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(customers_app, name="customers")
+segment_app = typer.Typer(help="Named segments: list, show the rule and its SQL, preview, refresh statistics.",
+                          no_args_is_help=True)
+audience_app = typer.Typer(help="Export a segment as an advertising audience.", no_args_is_help=True)
+app.add_typer(segment_app, name="segment")
+app.add_typer(audience_app, name="audience")
 
 JsonOption = typer.Option(False, "--json", help="Print the result as one JSON object.")
 
@@ -105,8 +111,15 @@ def _import(kind: str, file: Path, rejects: Optional[Path], default_region: Opti
             summary = import_file(engine, kind, file, options=options, rejects_path=rejects, progress=update)
     except ImportFailed as exc:
         fail(str(exc))
+    result = summary.to_dict()
+    if kind != "consents" and summary.touched_customers != set():
+        from segments.stats import refresh
+
+        started = time.perf_counter()
+        refresh(engine, summary.touched_customers)
+        result["stats_refresh_seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
-        print_json(summary.to_dict())
+        print_json(result)
     else:
         console.print(
             f"{kind} from {file}: {summary.rows} rows, [green]{summary.accepted} accepted[/] "
@@ -240,3 +253,124 @@ def demo(
     result = run_demo(directory, customers=customers, seed=seed, quiet=as_json)
     if as_json:
         print_json(result)
+
+
+def _library():
+    from segments import SegmentError, load_library
+
+    try:
+        return load_library()
+    except SegmentError as exc:
+        fail(str(exc))
+
+
+def _as_of(value: Optional[str]):
+    from datetime import date
+
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"--as-of {value!r} is not a date; write it as 2026-11-23")
+
+
+_AS_OF = typer.Option(None, "--as-of", help="Evaluate as of this date (default today), e.g. 2026-11-23.")
+
+
+def _rule(name: str, library):
+    from segments import SegmentError, resolve
+
+    try:
+        return resolve(name, library)
+    except SegmentError as exc:
+        fail(str(exc))
+
+
+@segment_app.command("list")
+def segment_list(as_json: bool = JsonOption) -> None:
+    """List the named segments (shipped and from TOUCHFLOW_SEGMENTS_PATH)."""
+    library = _library()
+    items = [{"name": s.name, "description": s.description, "source": s.source} for s in library.values()]
+    if as_json:
+        print_json({"segments": items})
+        return
+    table = Table(title=f"{len(items)} segments")
+    for column in ("name", "description", "source"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(item["name"], item["description"], Path(item["source"]).name)
+    console.print(table)
+
+
+@segment_app.command("show")
+def segment_show(name: str = typer.Argument(..., help="Segment name."), as_of: Optional[str] = _AS_OF,
+                 as_json: bool = JsonOption) -> None:
+    """Show a segment's rule and the SQL it compiles to (values stay bound parameters)."""
+    import yaml
+
+    from segments import compiled_sql
+
+    library = _library()
+    rule = _rule(name, library)
+    segment = library[name]
+    raw = yaml.safe_load(Path(segment.source).read_text(encoding="utf-8"))["segments"][name]["rule"]
+    sql = compiled_sql(open_database(), rule, as_of=_as_of(as_of), library=library)
+    if as_json:
+        print_json({"name": name, "description": segment.description, "source": segment.source, "rule": raw,
+                    "sql": sql})
+        return
+    console.print(f"[bold]{name}[/]: {segment.description}\n[dim]{segment.source}[/]", highlight=False)
+    console.print(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), highlight=False)
+    console.print(sql, highlight=False, soft_wrap=True)
+
+
+@segment_app.command("preview")
+def segment_preview(name: str = typer.Argument(..., help="Segment name."),
+                    limit: int = typer.Option(10, "--limit", min=0, help="How many customers to show."),
+                    as_of: Optional[str] = _AS_OF, as_json: bool = JsonOption) -> None:
+    """Count a segment and show a sample with the attributes, statistics and due needs that matched."""
+    from segments import preview
+
+    library = _library()
+    result = preview(open_database(), _rule(name, library), limit=limit, as_of=_as_of(as_of), library=library)
+    if as_json:
+        print_json({"name": name, **result})
+        return
+    console.print(f"[bold]{name}[/]: {result['count']:,} customers as of {result['as_of']}", highlight=False)
+    table = Table()
+    for column in ("customer", "name", "region", "manager", "why"):
+        table.add_column(column)
+    for item in result["sample"]:
+        why = []
+        if "attributes" in item:
+            why.append(", ".join(f"{k}={v}" for k, v in item["attributes"].items()))
+        for need in item.get("due", []):
+            why.append(f"{need['basis']} {need['key']}: due {need['due_on']} (last {need['last_on']}, "
+                       + (f"{need['avg_daily_use']:.2f}/day" if need["avg_daily_use"] else
+                          f"every {need['interval_days']} days, {need['interval_source']}") + ")")
+        if "rfm" in item:
+            why.append(f"RFM {item['rfm']['r']}{item['rfm']['f']}{item['rfm']['m']} {item['rfm']['group']}")
+        elif "stats" in item:
+            why.append(f"last purchase {item['stats']['last_purchase_on']}, {item['stats']['purchase_count']} "
+                       f"purchases, AIPT {item['stats']['aipt_days']}")
+        if item.get("birthday"):
+            why.append(f"birthday {item['birthday']}")
+        table.add_row(item["external_id"], item["name"], item["region"] or "", item["manager"] or "", "; ".join(why))
+    console.print(table)
+
+
+@segment_app.command("refresh")
+def segment_refresh(as_json: bool = JsonOption) -> None:
+    """Recompute purchase statistics, RFM scores and predicted needs for every customer."""
+    from segments.stats import refresh
+
+    started = time.perf_counter()
+    counts = refresh(open_database())
+    counts["seconds"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        print_json(counts)
+    else:
+        console.print(f"refreshed: {counts['customers_with_purchases']:,} customers with purchases, "
+                      f"{counts['replenishment']:,} replenishment and {counts['service']:,} service predictions "
+                      f"in {counts['seconds']}s", highlight=False)

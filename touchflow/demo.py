@@ -22,6 +22,8 @@ from crm.db import make_engine, upgrade
 from crm.importing import ImportOptions, import_file
 from crm.models import Manager, utcnow
 from crm.persons import duplicate_groups
+from segments.compile import months_before as _months_before
+from segments.stats import refresh as refresh_stats
 from touchflow.console import console
 
 MANAGERS = (
@@ -155,12 +157,12 @@ def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, t
         day = today - timedelta(days=rng.randint(10, 60))
         data.purchases.append([f"P{index}-a", customer, day.isoformat(), "Когтеточка", "cat_goods", 1, 1290])
         data.purchases.append([f"P{index}-b", customer, day.isoformat(), "Домик для кошки", "cat_goods", 1, 3490])
-        if index % 2:
+        if index // 6 % 2:
             data.purchases.append([f"P{index}-c", customer, (day - timedelta(days=40)).isoformat(),
                                    "Корм для кошек 2 кг", "cat_food", 2, "1 180,00"])
     elif scenario == "travel":
         months_ago = rng.choice((2, 4, 4, 6, 12))
-        day = today - timedelta(days=30 * months_ago)
+        day = _months_before(today, months_ago) - timedelta(days=rng.randint(0, 6))
         data.purchases.append([f"T{index}", customer, day.isoformat(), rng.choice(("Тур в Турцию", "Тур в Сочи",
                                                                                    "Тур в Египет")),
                                "travel", 1, rng.choice((85000, 120000, 64000))])
@@ -290,6 +292,7 @@ def run_demo(directory: Path, *, customers: int = 300, seed: int = 7, quiet: boo
     imports = {}
     for kind in ("customers", "purchases", "events", "consents"):
         imports[kind] = import_file(engine, kind, paths[kind], options=ImportOptions()).to_dict()
+    refresh_stats(engine)
     groups = duplicate_groups(engine)
     result = {
         "database_url": url,

@@ -1,0 +1,230 @@
+"""Precompute what segments ask of purchase history: per-customer statistics, RFM, predicted needs.
+
+``refresh(engine)`` rebuilds everything; ``refresh(engine, customer_ids)`` only those customers'
+statistics and predictions (RFM quintiles are always recomputed over the whole base, since a
+quintile is relative to everyone). Importing purchases or events calls the incremental form.
+
+Predicted needs follow article 000:
+
+* replenishment, per customer and category / product: purchases on the same day are summed; for
+  each consecutive pair the units used per day are ``quantity / days until the next purchase``;
+  their average is the customer's daily use; the run-out date is
+  ``last purchase date + last quantity / average daily use``. Fewer than two purchase days give no
+  date and a note saying so.
+* service intervals, per customer and event kind: the interval is the customer's attribute
+  ``<kind>_interval_days`` when present, else the median of their own intervals; due on
+  ``last visit + interval``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Iterator
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, literal, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from crm.bulk import bulk_insert
+from crm.models import Customer, CustomerStats, Prediction, Purchase, ServiceEvent, utcnow
+from segments.compile import _RFM_GRID, EPOCH
+from segments.sqlfuncs import epoch_day
+
+customers = Customer.__table__
+stats = CustomerStats.__table__
+predictions = Prediction.__table__
+purchases = Purchase.__table__
+events = ServiceEvent.__table__
+CHUNK = 900
+PAGE = 20000
+PREDICTION_COLUMNS = ("customer_id", "basis", "key", "observations", "last_on", "last_quantity", "avg_daily_use",
+                      "interval_days", "interval_source", "due_on", "note", "refreshed_at")
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start:start + CHUNK]
+
+
+def refresh(engine: Engine, customer_ids: Iterable[int] | None = None) -> dict[str, int]:
+    """Recompute statistics, RFM and predictions (for ``customer_ids`` only, when given)."""
+    ids = None if customer_ids is None else sorted(set(customer_ids))
+    with engine.begin() as conn:
+        counts = {"customers_with_purchases": _refresh_stats(conn, ids)}
+        _refresh_rfm(conn)
+        counts["replenishment"] = _refresh_replenishment(conn, ids)
+        counts["service"] = _refresh_service(conn, ids)
+    return counts
+
+
+def _scope(column: Any, ids: list[int] | None) -> list[Any]:
+    return [] if ids is None else [column.in_(ids)]
+
+
+def _refresh_stats(conn: Connection, ids: list[int] | None) -> int:
+    batches = [None] if ids is None else list(_chunks(ids))
+    total = 0
+    for batch in batches:
+        conn.execute(delete(stats).where(*_scope(stats.c.customer_id, batch)))
+        first, last = func.min(purchases.c.purchased_on), func.max(purchases.c.purchased_on)
+        days = func.count(purchases.c.purchased_on.distinct())
+        amount = func.sum(purchases.c.amount)
+        query = (
+            select(purchases.c.customer_id, func.count(), days, func.coalesce(amount, 0),
+                   func.coalesce(amount, 0) / func.count(), first, last, epoch_day(first), epoch_day(last),
+                   case((days > 1, (epoch_day(last) - epoch_day(first)) * 1.0 / (days - 1)), else_=None),
+                   literal(utcnow(), type_=stats.c.refreshed_at.type))
+            .where(*_scope(purchases.c.customer_id, batch))
+            .group_by(purchases.c.customer_id)
+        )
+        result = conn.execute(insert(stats).from_select(
+            ["customer_id", "purchase_count", "purchase_days", "total_amount", "avg_check", "first_purchase_on",
+             "last_purchase_on", "first_day", "last_day", "aipt_days", "refreshed_at"], query))
+        total += result.rowcount or 0
+    return total
+
+
+def _refresh_rfm(conn: Connection) -> None:
+    """Score recency, frequency and monetary value in quintiles (5 = best) and name the RFM group."""
+    ranked = select(
+        stats.c.customer_id.label("cid"),
+        func.ntile(5).over(order_by=(stats.c.last_day, stats.c.customer_id)).label("r"),
+        func.ntile(5).over(order_by=(stats.c.purchase_count, stats.c.customer_id)).label("f"),
+        func.ntile(5).over(order_by=(stats.c.total_amount, stats.c.customer_id)).label("m"),
+    ).subquery()
+    conn.execute(update(stats).where(stats.c.customer_id == ranked.c.cid)
+                 .values(rfm_r=ranked.c.r, rfm_f=ranked.c.f, rfm_m=ranked.c.m))
+    whens = [(and_(stats.c.rfm_r == r, stats.c.rfm_f == f), name)
+             for name, cells in _RFM_GRID.items() for r, f in cells]
+    conn.execute(update(stats).values(rfm_group=case(*whens, else_=None)))
+
+
+def _pages(conn: Connection, ids: list[int] | None) -> Iterator[Any]:
+    """Yield WHERE-able filters on customer_id covering ``ids`` (or everyone) a page at a time."""
+    if ids is not None:
+        for batch in _chunks(ids):
+            yield lambda column, batch=batch: column.in_(batch)
+        return
+    low, high = conn.execute(select(func.min(customers.c.id), func.max(customers.c.id))).one()
+    if low is None:
+        return
+    for start in range(low, high + 1, PAGE):
+        yield lambda column, start=start: and_(column >= start, column < start + PAGE)
+
+
+def _replenishment_rows(conn: Connection, ids: list[int] | None, scope: str) -> Iterator[dict[str, Any]]:
+    column = purchases.c[scope]
+    for page in _pages(conn, ids):
+        daily = (select(purchases.c.customer_id, column.label("item"), purchases.c.purchased_on,
+                        func.sum(purchases.c.quantity).label("quantity"))
+                 .where(column.is_not(None), page(purchases.c.customer_id))
+                 .group_by(purchases.c.customer_id, column, purchases.c.purchased_on)
+                 .order_by(purchases.c.customer_id, column, purchases.c.purchased_on))
+        yield from _replenishment_page(conn.execute(daily).all(), scope)
+
+
+def _replenishment_page(rows: list[Any], scope: str) -> Iterator[dict[str, Any]]:
+    current: tuple[int, str] | None = None
+    series: list[tuple[date, float]] = []
+    for customer_id, item, day, quantity in rows:
+        key = (customer_id, item)
+        if key != current:
+            if current is not None:
+                yield replenishment(current[0], f"{scope}:{current[1]}", series)
+            current, series = key, []
+        series.append((day, float(quantity)))
+    if current is not None:
+        yield replenishment(current[0], f"{scope}:{current[1]}", series)
+
+
+def replenishment(customer_id: int, key: str, series: list[tuple[date, float]]) -> dict[str, Any]:
+    """Predict the run-out date from (date, quantity) purchase days in date order (article 000)."""
+    last_on, last_quantity = series[-1]
+    row = {"customer_id": customer_id, "basis": "replenishment", "key": key, "observations": len(series),
+           "last_on": last_on, "last_quantity": last_quantity, "avg_daily_use": None, "interval_days": None,
+           "interval_source": None, "due_on": None, "note": None, "refreshed_at": utcnow()}
+    if len(series) < 2:
+        row["note"] = "needs at least two purchases on different days to estimate the daily use"
+        return row
+    uses = [quantity / (series[i + 1][0] - day).days for i, (day, quantity) in enumerate(series[:-1])]
+    average = sum(uses) / len(uses)
+    row["avg_daily_use"] = average
+    if average <= 0:
+        row["note"] = "the purchases show no use"
+        return row
+    row["interval_days"] = last_quantity / average
+    row["due_on"] = last_on + timedelta(days=int(last_quantity / average))
+    return row
+
+
+def _refresh_replenishment(conn: Connection, ids: list[int] | None) -> int:
+    return _replace_predictions(conn, ids, "replenishment", (
+        row for scope in ("category", "product") for row in _replenishment_rows(conn, ids, scope)))
+
+
+def _service_rows(conn: Connection, ids: list[int] | None) -> Iterator[dict[str, Any]]:
+    for page in _pages(conn, ids):
+        query = (select(events.c.customer_id, events.c.kind, events.c.occurred_on, customers.c.attributes)
+                 .join(customers, customers.c.id == events.c.customer_id)
+                 .where(page(events.c.customer_id))
+                 .order_by(events.c.customer_id, events.c.kind, events.c.occurred_on))
+        yield from _service_page(conn.execute(query).all())
+
+
+def _service_page(rows: list[Any]) -> Iterator[dict[str, Any]]:
+    current: tuple[int, str] | None = None
+    days: list[date] = []
+    attributes: dict[str, Any] = {}
+    for customer_id, kind, day, attrs in rows:
+        if (customer_id, kind) != current:
+            if current is not None:
+                yield service_interval(current[0], current[1], days, attributes)
+            current, days, attributes = (customer_id, kind), [], attrs or {}
+        if not days or days[-1] != day:
+            days.append(day)
+    if current is not None:
+        yield service_interval(current[0], current[1], days, attributes)
+
+
+def service_interval(customer_id: int, kind: str, days: list[date], attributes: dict[str, Any]) -> dict[str, Any]:
+    """Predict the next visit: the customer's ``<kind>_interval_days`` attribute, else their median interval."""
+    row = {"customer_id": customer_id, "basis": "service", "key": kind, "observations": len(days),
+           "last_on": days[-1], "last_quantity": None, "avg_daily_use": None, "interval_days": None,
+           "interval_source": None, "due_on": None, "note": None, "refreshed_at": utcnow()}
+    configured = attributes.get(f"{kind}_interval_days")
+    if isinstance(configured, (int, float)) and not isinstance(configured, bool) and configured > 0:
+        row["interval_days"], row["interval_source"] = float(configured), "attribute"
+    elif len(days) >= 2:
+        row["interval_days"] = float(statistics.median((b - a).days for a, b in zip(days, days[1:])))
+        row["interval_source"] = "median"
+    else:
+        row["note"] = f"one visit and no {kind}_interval_days attribute: give the interval in the rule"
+        return row
+    row["due_on"] = days[-1] + timedelta(days=round(row["interval_days"]))
+    return row
+
+
+def _refresh_service(conn: Connection, ids: list[int] | None) -> int:
+    return _replace_predictions(conn, ids, "service", _service_rows(conn, ids))
+
+
+def _replace_predictions(conn: Connection, ids: list[int] | None, basis: str, rows: Iterable[dict[str, Any]]) -> int:
+    for batch in [None] if ids is None else _chunks(ids):
+        conn.execute(delete(predictions).where(predictions.c.basis == basis,
+                                               *_scope(predictions.c.customer_id, batch)))
+    pending: list[dict[str, Any]] = []
+    total = 0
+    for row in rows:
+        pending.append(row)
+        if len(pending) >= 10000:
+            bulk_insert(conn, predictions, PREDICTION_COLUMNS, pending)
+            total += len(pending)
+            pending = []
+    bulk_insert(conn, predictions, PREDICTION_COLUMNS, pending)
+    return total + len(pending)
+
+
+def epoch(day: date) -> int:
+    """Days since 1970-01-01."""
+    return (day - EPOCH).days
