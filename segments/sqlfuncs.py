@@ -150,3 +150,23 @@ def key_param(key: str):
     return bindparam(None, key, type_=String())
 
 
+
+
+class year_month(FunctionElement):
+    """``YYYY-MM`` of a date (monthly slices)."""
+
+    type = String()
+    inherit_cache = True
+    name = "year_month"
+
+
+@compiles(year_month, "sqlite")
+def _year_month_sqlite(element, compiler, **kw):
+    (value,) = _args(element, compiler, **kw)
+    return f"strftime('%Y-%m', {value})"
+
+
+@compiles(year_month, "postgresql")
+def _year_month_pg(element, compiler, **kw):
+    (value,) = _args(element, compiler, **kw)
+    return f"to_char({value}, 'YYYY-MM')"

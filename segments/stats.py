@@ -78,10 +78,11 @@ def _refresh_stats(conn: Connection, ids: list[int] | None) -> int:
             .where(*_scope(purchases.c.customer_id, batch))
             .group_by(purchases.c.customer_id)
         )
-        result = conn.execute(insert(stats).from_select(
+        conn.execute(insert(stats).from_select(
             ["customer_id", "purchase_count", "purchase_days", "total_amount", "avg_check", "first_purchase_on",
              "last_purchase_on", "first_day", "last_day", "aipt_days", "refreshed_at"], query))
-        total += result.rowcount or 0
+        total += conn.execute(select(func.count()).select_from(stats)
+                              .where(*_scope(stats.c.customer_id, batch))).scalar_one()
     return total
 
 

@@ -68,3 +68,19 @@ def test_instants_round_trip_as_utc_on_both_databases(engine):
     assert row.created_at.tzinfo is not None
     assert row.attributes == {"k": [1, "два"]}
     assert current_revision(engine) == head_revision()
+
+
+def test_upgrading_an_older_schema_keeps_the_data(db_url):
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(insert(Customer.__table__).values(external_id="KEEP", name="Старый", attributes={"tv": "no"},
+                                                       created_at=datetime.now(timezone.utc),
+                                                       updated_at=datetime.now(timezone.utc)))
+    with pytest.raises(SchemaError, match="touchflow db upgrade"):
+        require_schema(engine)
+    assert upgrade(engine) == ("0001", head_revision())
+    with engine.connect() as conn:
+        assert conn.execute(select(Customer.__table__.c.name)).scalar_one() == "Старый"
+    assert "customer_stats" in inspect(engine).get_table_names()
+    engine.dispose()

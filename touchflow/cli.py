@@ -374,3 +374,74 @@ def segment_refresh(as_json: bool = JsonOption) -> None:
         console.print(f"refreshed: {counts['customers_with_purchases']:,} customers with purchases, "
                       f"{counts['replenishment']:,} replenishment and {counts['service']:,} service predictions "
                       f"in {counts['seconds']}s", highlight=False)
+
+
+@app.command("metrics")
+def metrics(
+    segment: Optional[str] = typer.Option(None, "--segment", help="Only customers of this segment."),
+    by: Optional[str] = typer.Option(None, "--by", help="Slice by region, manager, category or month."),
+    since: Optional[str] = typer.Option(None, "--since", help="Purchases from this date (e.g. campaign start)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Purchases up to this date (default today)."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Campaign budget: adds acquisition rate and CPA."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Average check, frequency, AIPT, ALD, CLV, recency, wallet size and share, acquisition and CPA."""
+    from segments import SegmentError
+    from segments.metrics import compute
+
+    library = _library() if segment else None
+    rule = _rule(segment, library) if segment else None
+    try:
+        result = compute(open_database(), rule=rule, library=library, by=by,
+                         since=_as_of(since) if since else None, until=_as_of(until), budget=budget)
+    except SegmentError as exc:
+        fail(str(exc))
+    result["segment"] = segment
+    if as_json:
+        print_json(result)
+        return
+    rows = result["rows"]
+    columns = [c for c in ("slice", "customers", "buyers", "purchases", "revenue", "average_check",
+                           "purchase_frequency", "aipt_days", "ald_days", "clv", "recency_days", "size_of_wallet",
+                           "share_of_wallet", "acquisition_rate", "cost_per_acquisition") if rows and c in rows[0]]
+    title = f"metrics{' of ' + segment if segment else ''}{' by ' + by if by else ''}"
+    table = Table(title=title)
+
+    def cell(value: object) -> str:
+        return "—" if value is None else f"{value:,}" if isinstance(value, (int, float)) else str(value)
+
+    if rows and "customers" in rows[0]:  # few slices, many metrics: one column per slice
+        table.add_column("metric")
+        for row in rows:
+            table.add_column(str(row["slice"]), justify="right")
+        for column in columns[1:]:
+            table.add_row(column, *(cell(row[column]) for row in rows))
+    else:
+        for column in columns:
+            table.add_column(column, justify="left" if column == "slice" else "right")
+        for row in rows:
+            table.add_row(*(cell(row[c]) for c in columns))
+    console.print(table)
+
+
+@audience_app.command("export")
+def audience_export(
+    segment: str = typer.Argument(..., help="Segment name."),
+    out: Path = typer.Option(..., "--out", help="CSV file to write (type, identifier)."),
+    hash_name: Optional[str] = typer.Option(None, "--hash", help="Hash identifiers: sha256."),
+    as_of: Optional[str] = _AS_OF,
+    as_json: bool = JsonOption,
+) -> None:
+    """Export a segment's emails and phones (marketing consent only) as an ad-platform audience."""
+    from segments.audience import export
+
+    library = _library()
+    rule = _rule(segment, library)
+    if hash_name not in (None, "sha256"):
+        fail(f"--hash {hash_name!r} is not supported; use --hash sha256")
+    summary = export(open_database(), rule, out, library=library, as_of=_as_of(as_of), hash_name=hash_name)
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        console.print(f"wrote {summary.emails} emails and {summary.phones} phones"
+                      f"{' (SHA-256)' if summary.hashed else ''} to {summary.path}", highlight=False)

@@ -116,7 +116,7 @@ def generate(n: int, seed: int, today: date) -> DemoData:
         attrs["wallet_size"] = rng.choice((20000, 50000, 120000))
         data.customers.append(_customer_row(
             external_id, f"{last} {first} {patronymic}", first, birthday.strftime("%d.%m.%Y"), region, tz,
-            MANAGERS[index % 3][0], email, _phone(rng, index), str(100_000_000 + index) if index % 3 == 0 else "",
+            MANAGERS[index // len(SCENARIOS) % 3][0], email, _phone(rng, index), str(100_000_000 + index) if index % 3 == 0 else "",
             rng.choice(("email", "sms", "telegram", "")) if index % 3 == 0 else rng.choice(("email", "sms", "")),
             attrs))
         _history(rng, data, scenario, external_id, today, index)
