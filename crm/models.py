@@ -171,7 +171,9 @@ class Purchase(SQLModel, table=True):
     """One purchase line: what, when and how much a customer bought."""
 
     __tablename__ = "purchases"
-    __table_args__ = (Index("ix_purchases_customer_date", "customer_id", "purchased_on"),)
+    # Covers the per-customer aggregates and the replenishment windows (no table lookups, no sort).
+    __table_args__ = (Index("ix_purchases_customer_category_date", "customer_id", "category", "purchased_on",
+                            "quantity", "amount"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
     source_key: str = Field(max_length=128, unique=True)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert
 from crm.models import Customer, CustomerStats, Prediction, Purchase, ServiceEvent, utcnow
-from segments.compile import _RFM_GRID, EPOCH
+from segments.compile import _RFM_GRID
 from segments.sqlfuncs import epoch_day
 
 customers = Customer.__table__
@@ -47,13 +47,18 @@ def _chunks(ids: list[int]) -> Iterator[list[int]]:
         yield ids[start:start + CHUNK]
 
 
-def refresh(engine: Engine, customer_ids: Iterable[int] | None = None) -> dict[str, int]:
-    """Recompute statistics, RFM and predictions (for ``customer_ids`` only, when given)."""
+def refresh(engine: Engine, customer_ids: Iterable[int] | None = None,
+            scopes: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Recompute statistics, RFM and predictions (for ``customer_ids`` only, when given).
+
+    ``scopes``: what replenishment is predicted per (default TOUCHFLOW_REPLENISHMENT_SCOPES).
+    """
     ids = None if customer_ids is None else sorted(set(customer_ids))
+    scopes = scopes or replenishment_scopes()
     with engine.begin() as conn:
         counts = {"customers_with_purchases": _refresh_stats(conn, ids)}
         _refresh_rfm(conn)
-        counts["replenishment"] = _refresh_replenishment(conn, ids)
+        counts["replenishment"] = _refresh_replenishment(conn, ids, scopes)
         counts["service"] = _refresh_service(conn, ids)
     return counts
 
@@ -115,42 +120,47 @@ def _pages(conn: Connection, ids: list[int] | None) -> Iterator[Any]:
 
 
 def _replenishment_rows(conn: Connection, ids: list[int] | None, scope: str) -> Iterator[dict[str, Any]]:
+    """Per (customer, item) with two or more purchase days: the average daily use, computed in SQL."""
     column = purchases.c[scope]
     for page in _pages(conn, ids):
-        daily = (select(purchases.c.customer_id, column.label("item"), purchases.c.purchased_on,
-                        func.sum(purchases.c.quantity).label("quantity"))
+        daily = (select(purchases.c.customer_id.label("cid"), column.label("item"),
+                        purchases.c.purchased_on.label("day"), func.sum(purchases.c.quantity).label("quantity"))
                  .where(column.is_not(None), page(purchases.c.customer_id))
-                 .group_by(purchases.c.customer_id, column, purchases.c.purchased_on)
-                 .order_by(purchases.c.customer_id, column, purchases.c.purchased_on))
-        yield from _replenishment_page(conn.execute(daily).all(), scope)
-
-
-def _replenishment_page(rows: list[Any], scope: str) -> Iterator[dict[str, Any]]:
-    current: tuple[int, str] | None = None
-    series: list[tuple[date, float]] = []
-    for customer_id, item, day, quantity in rows:
-        key = (customer_id, item)
-        if key != current:
-            if current is not None:
-                yield replenishment(current[0], f"{scope}:{current[1]}", series)
-            current, series = key, []
-        series.append((day, float(quantity)))
-    if current is not None:
-        yield replenishment(current[0], f"{scope}:{current[1]}", series)
+                 .group_by(purchases.c.customer_id, column, purchases.c.purchased_on).subquery())
+        window = {"partition_by": (daily.c.cid, daily.c.item)}
+        seq = select(daily, func.lead(daily.c.day).over(order_by=daily.c.day, **window).label("next_day")).subquery()
+        use = case((seq.c.next_day.is_not(None),
+                    seq.c.quantity * 1.0 / (epoch_day(seq.c.next_day) - epoch_day(seq.c.day))), else_=None)
+        query = (select(seq.c.cid, seq.c.item, func.count(), func.avg(use), func.max(seq.c.day),
+                        func.max(case((seq.c.next_day.is_(None), seq.c.quantity), else_=None)))
+                 .group_by(seq.c.cid, seq.c.item).having(func.count() >= 2))
+        for customer_id, item, days, average, last_on, last_quantity in conn.execute(query).all():
+            yield _replenishment_row(customer_id, f"{scope}:{item}", days, float(average), last_on,
+                                     float(last_quantity))
 
 
 def replenishment(customer_id: int, key: str, series: list[tuple[date, float]]) -> dict[str, Any]:
-    """Predict the run-out date from (date, quantity) purchase days in date order (article 000)."""
+    """Predict the run-out date from (date, quantity) purchase days in date order (article 000).
+
+    The same arithmetic as the SQL of the refresh, for one customer: used to explain a prediction
+    and to check the worked example.
+    """
     last_on, last_quantity = series[-1]
-    row = {"customer_id": customer_id, "basis": "replenishment", "key": key, "observations": len(series),
-           "last_on": last_on, "last_quantity": last_quantity, "avg_daily_use": None, "interval_days": None,
-           "interval_source": None, "due_on": None, "note": None, "refreshed_at": utcnow()}
     if len(series) < 2:
+        row = _replenishment_row(customer_id, key, len(series), None, last_on, last_quantity)
         row["note"] = "needs at least two purchases on different days to estimate the daily use"
         return row
     uses = [quantity / (series[i + 1][0] - day).days for i, (day, quantity) in enumerate(series[:-1])]
-    average = sum(uses) / len(uses)
-    row["avg_daily_use"] = average
+    return _replenishment_row(customer_id, key, len(series), sum(uses) / len(uses), last_on, last_quantity)
+
+
+def _replenishment_row(customer_id: int, key: str, days: int, average: float | None, last_on: date,
+                       last_quantity: float) -> dict[str, Any]:
+    row = {"customer_id": customer_id, "basis": "replenishment", "key": key, "observations": days,
+           "last_on": last_on, "last_quantity": last_quantity, "avg_daily_use": average, "interval_days": None,
+           "interval_source": None, "due_on": None, "note": None, "refreshed_at": utcnow()}
+    if average is None:
+        return row
     if average <= 0:
         row["note"] = "the purchases show no use"
         return row
@@ -159,9 +169,19 @@ def replenishment(customer_id: int, key: str, series: list[tuple[date, float]]) 
     return row
 
 
-def _refresh_replenishment(conn: Connection, ids: list[int] | None) -> int:
+def replenishment_scopes() -> tuple[str, ...]:
+    """The configured replenishment scopes, checked."""
+    from touchflow.settings import get_settings
+
+    scopes = tuple(s.strip() for s in get_settings().replenishment_scopes.split(",") if s.strip())
+    if not scopes or any(s not in ("category", "product") for s in scopes):
+        raise ValueError(f"TOUCHFLOW_REPLENISHMENT_SCOPES={','.join(scopes)!r}: use category, product or both")
+    return scopes
+
+
+def _refresh_replenishment(conn: Connection, ids: list[int] | None, scopes: tuple[str, ...]) -> int:
     return _replace_predictions(conn, ids, "replenishment", (
-        row for scope in ("category", "product") for row in _replenishment_rows(conn, ids, scope)))
+        row for scope in scopes for row in _replenishment_rows(conn, ids, scope)))
 
 
 def _service_rows(conn: Connection, ids: list[int] | None) -> Iterator[dict[str, Any]]:
@@ -225,7 +245,3 @@ def _replace_predictions(conn: Connection, ids: list[int] | None, basis: str, ro
     bulk_insert(conn, predictions, PREDICTION_COLUMNS, pending)
     return total + len(pending)
 
-
-def epoch(day: date) -> int:
-    """Days since 1970-01-01."""
-    return (day - EPOCH).days

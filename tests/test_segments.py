@@ -183,3 +183,14 @@ def test_preview_lists_why_customers_are_due(base):
     (item,) = result["sample"]
     assert item["external_id"] == "CARD"
     assert item["due"][0]["due_on"] == date(2026, 4, 11) and item["due"][0]["avg_daily_use"] == 25.0
+
+
+def test_replenishment_per_product_when_configured(base):
+    from segments.stats import refresh
+
+    rule = {"due": {"need": "replenishment", "product": "Визитки 1000 шт", "lead_days": 7}}
+    assert ids(base, rule) == set()            # default scope: category only
+    refresh(base, scopes=("category", "product"))
+    # per product only the two 1000-card purchases count: 1000 cards lasted 60 days; due 1 May
+    assert ids(base, rule, as_of=date(2026, 4, 24)) == {"CARD"}
+    assert ids(base, rule, as_of=date(2026, 4, 23)) == set()

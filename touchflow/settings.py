@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     )
     locale: str = Field("ru_RU", description="Locale for money, dates and plural forms.")
     currency: str = Field("RUB", description="Currency of amounts that name none.")
+    replenishment_scopes: str = Field(
+        "category", description="What replenishment is predicted per: category, product, or category,product."
+    )
     import_batch_size: int = Field(10000, ge=100, description="Rows written per database batch on import.")
 
 

@@ -118,7 +118,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('source_key')
     )
     with op.batch_alter_table('purchases', schema=None) as batch_op:
-        batch_op.create_index('ix_purchases_customer_date', ['customer_id', 'purchased_on'], unique=False)
+        batch_op.create_index('ix_purchases_customer_category_date',
+                              ['customer_id', 'category', 'purchased_on', 'quantity', 'amount'], unique=False)
 
     op.create_table('service_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -190,7 +191,7 @@ def downgrade() -> None:
 
     op.drop_table('service_events')
     with op.batch_alter_table('purchases', schema=None) as batch_op:
-        batch_op.drop_index('ix_purchases_customer_date')
+        batch_op.drop_index('ix_purchases_customer_category_date')
 
     op.drop_table('purchases')
     with op.batch_alter_table('contact_points', schema=None) as batch_op:
