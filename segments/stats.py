@@ -18,6 +18,7 @@ Predicted needs follow article 000:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
@@ -165,7 +166,8 @@ def _replenishment_row(customer_id: int, key: str, days: int, average: float | N
         row["note"] = "the purchases show no use"
         return row
     row["interval_days"] = last_quantity / average
-    row["due_on"] = last_on + timedelta(days=int(last_quantity / average))
+    # whole days the stock lasts (floor; the epsilon keeps 59.9999999 from losing a day)
+    row["due_on"] = last_on + timedelta(days=math.floor(last_quantity / average + 1e-9))
     return row
 
 
