@@ -315,3 +315,27 @@ class Prediction(SQLModel, table=True):
     due_on: Optional[date] = None
     note: Optional[str] = Field(default=None, max_length=500)
     refreshed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class TelegramLink(SQLModel, table=True):
+    """A one-time deep-link token that binds a Telegram chat to a customer (only its hash is kept)."""
+
+    __tablename__ = "telegram_links"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    chat_id: Optional[str] = Field(default=None, max_length=32)
+
+
+class InstanceKey(SQLModel, table=True):
+    """Keys this installation generated for itself (e.g. the one signing unsubscribe links)."""
+
+    __tablename__ = "instance_keys"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

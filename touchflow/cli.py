@@ -445,3 +445,239 @@ def audience_export(
     else:
         console.print(f"wrote {summary.emails} emails and {summary.phones} phones"
                       f"{' (SHA-256)' if summary.hashed else ''} to {summary.path}", highlight=False)
+
+
+template_app = typer.Typer(help="Message templates: list, check every part, preview for a customer.",
+                           no_args_is_help=True)
+channels_app = typer.Typer(help="Channels and their transports: list, send a test message.", no_args_is_help=True)
+telegram_app = typer.Typer(help="Bind Telegram chats to customers (deep links) and run the bot.",
+                           no_args_is_help=True)
+app.add_typer(template_app, name="template")
+app.add_typer(channels_app, name="channels")
+app.add_typer(telegram_app, name="telegram")
+
+
+def _render_for(name: str, channel: str, context: dict):
+    from channels.render import render
+
+    settings = get_settings()
+    return render(name, channel, context, sms_max_segments=settings.sms_max_segments,
+                  sms_over_limit=settings.sms_over_limit)
+
+
+@template_app.command("list")
+def template_list(as_json: bool = JsonOption) -> None:
+    """List message templates, their channels and descriptions."""
+    from channels.render import channels_of, meta, template_names, templates_dir
+
+    items = [{"name": n, "channels": channels_of(n), "description": meta(n).get("description", "")}
+             for n in template_names()]
+    if as_json:
+        print_json({"templates": items, "directory": str(templates_dir())})
+        return
+    table = Table(title=f"templates in {templates_dir()}")
+    for column in ("name", "channels", "description"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(item["name"], ", ".join(item["channels"]), item["description"])
+    console.print(table)
+
+
+@template_app.command("check")
+def template_check(name: str = typer.Argument(..., help="Template folder name."),
+                   customers: int = typer.Option(5, "--customers", min=0, help="Sample customers from the base."),
+                   segment: Optional[str] = typer.Option(None, "--segment",
+                                                         help="Take the sample from this segment (default: the "
+                                                              "template's meta.yaml segment, else anyone)."),
+                   as_json: bool = JsonOption) -> None:
+    """Render every part against sample customers (and a made-up one) and report each error."""
+    from channels.context import contexts_for, sample_context
+    from channels.render import TemplateError, channels_of, meta
+
+    try:
+        channels = channels_of(name)
+    except TemplateError as exc:
+        fail(str(exc))
+    offer = meta(name).get("offer", {})
+    contexts = {"SAMPLE": sample_context(offer)}
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        require_schema(engine)
+        from sqlalchemy import select
+
+        from crm.models import Customer
+
+        segment = segment or meta(name).get("segment")
+        if segment:
+            from segments import customer_ids
+
+            library = _library()
+            ids = next(customer_ids(engine, _rule(segment, library), library=library, page_size=customers), [])
+        else:
+            with engine.connect() as conn:
+                ids = list(conn.execute(select(Customer.__table__.c.id).order_by(Customer.__table__.c.id)
+                                        .limit(customers)).scalars())
+        for context in contexts_for(engine, ids, offer=offer, company=settings.company_name).values():
+            contexts[context["customer"]["external_id"]] = context
+    except SchemaError:
+        pass  # no base: the made-up customer alone
+    results = []
+    for label, context in contexts.items():
+        for channel in channels:
+            try:
+                rendered = _render_for(name, channel, context)
+                results.append({"customer": label, "channel": channel, "ok": True, "warnings": rendered.warnings,
+                                "sms_segments": rendered.sms.segments if rendered.sms else None})
+            except TemplateError as exc:
+                results.append({"customer": label, "channel": channel, "ok": False, "error": str(exc)})
+    errors = [r for r in results if not r["ok"]]
+    if as_json:
+        print_json({"template": name, "checked": len(results), "errors": len(errors), "results": results})
+    else:
+        for result in results:
+            mark = "[green]ok[/]" if result["ok"] else f"[red]{result['error']}[/]"
+            extra = f" ({result['sms_segments']} SMS segments)" if result.get("sms_segments") else ""
+            console.print(f"{result['customer']:>10} {result['channel']:<9} {mark}{extra}", highlight=False)
+        console.print(f"{len(results)} renderings, {len(errors)} errors")
+    if errors:
+        raise typer.Exit(1)
+
+
+@template_app.command("preview")
+def template_preview(name: str = typer.Argument(..., help="Template folder name."),
+                     customer: str = typer.Option(..., "--customer", help="The customer's external id."),
+                     channel: Optional[str] = typer.Option(None, "--channel", help="Only this channel."),
+                     as_json: bool = JsonOption) -> None:
+    """Print what one customer would receive from a template, per channel."""
+    from dataclasses import asdict
+
+    from sqlalchemy import select
+
+    from channels.context import contexts_for
+    from channels.render import TemplateError, channels_of, meta
+    from crm.models import Customer
+
+    engine = open_database()
+    with engine.connect() as conn:
+        customer_id = conn.execute(select(Customer.__table__.c.id)
+                                   .where(Customer.__table__.c.external_id == customer)).scalar()
+    if customer_id is None:
+        fail(f"no customer with external id {customer!r}")
+    try:
+        channels = [channel] if channel else channels_of(name)
+        context = contexts_for(engine, [customer_id], offer=meta(name).get("offer", {}),
+                               company=get_settings().company_name)[customer_id]
+        rendered = [_render_for(name, c, context) for c in channels]
+    except TemplateError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"template": name, "customer": customer, "parts": [asdict(r) for r in rendered]})
+        return
+    for r in rendered:
+        console.rule(f"{r.channel}" + (f" — {r.subject}" if r.subject else ""))
+        console.print(r.text, highlight=False, markup=False)
+        if r.sms:
+            console.print(f"[dim]{r.sms.encoding}, {r.sms.length} characters, {r.sms.segments} segment(s)[/]")
+
+
+@channels_app.command("list")
+def channels_list(as_json: bool = JsonOption) -> None:
+    """Show each channel's transport, rate limit and target (secrets masked)."""
+    from channels.registry import ChannelConfigError, describe
+
+    try:
+        rows = describe()
+    except ChannelConfigError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"channels": rows})
+        return
+    table = Table(title="channels")
+    for column in ("channel", "transport", "rate_per_second", "target"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["channel"], row["transport"], str(row["rate_per_second"] or "—"), row["target"])
+    console.print(table)
+
+
+@channels_app.command("test")
+def channels_test(channel: str = typer.Argument(..., help="email, sms, voice, telegram or call."),
+                  to: str = typer.Option(..., "--to", help="Address: email, +7… phone or Telegram chat id."),
+                  text: str = typer.Option("touchflow: тестовое сообщение", "--text", help="What to send."),
+                  as_json: bool = JsonOption) -> None:
+    """Send one test message through a channel's configured transport and show the provider's answer."""
+    import asyncio
+
+    from channels.base import Message
+    from channels.errors import ChannelError
+    from channels.registry import ChannelConfigError, build_channel
+
+    try:
+        target = build_channel(channel)
+    except ChannelConfigError as exc:
+        fail(str(exc))
+
+    async def go():
+        await target.open()
+        try:
+            return await target.send(Message(channel=channel, to=to, text=text, subject="touchflow test",
+                                             html=f"<p>{text}</p>" if channel in ("email", "telegram") else None))
+        finally:
+            await target.close()
+
+    try:
+        delivery = asyncio.run(go())
+    except ChannelError as exc:
+        result = {"ok": False, "error": type(exc).__name__, "message": str(exc), "code": exc.code}
+        if as_json:
+            print_json(result)
+        raise typer.Exit(fail(f"{type(exc).__name__}: {exc} (code {exc.code})") or 1)
+    result = {"ok": True, "provider_id": delivery.provider_id, "status": delivery.status, "detail": delivery.detail}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"sent: {delivery.provider_id} ({delivery.status}) {delivery.detail or ''}", highlight=False)
+
+
+@telegram_app.command("link")
+def telegram_link(customer: str = typer.Argument(..., help="The customer's external id."),
+                  as_json: bool = JsonOption) -> None:
+    """Make a one-time deep link that binds the customer's Telegram chat when they press Start."""
+    from channels.telegram_links import LinkError, create_link
+
+    try:
+        link, expires = create_link(open_database(), customer, get_settings().telegram_bot_username)
+    except LinkError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"customer": customer, "link": link, "expires_at": expires})
+    else:
+        console.print(f"{link}\n(one use, valid until {expires:%Y-%m-%d})", highlight=False)
+
+
+@telegram_app.command("listen")
+def telegram_listen(once: bool = typer.Option(False, "--once", help="Handle one batch of updates and stop."),
+                    timeout: int = typer.Option(30, "--timeout", help="Long-poll timeout in seconds.")) -> None:
+    """Run the bot in polling mode: ``/start <token>`` binds the chat to the customer."""
+    import asyncio
+
+    from channels.telegram import TelegramConfig, make_bot
+    from channels.telegram_links import poll
+    from touchflow.secrets import secret
+
+    settings = get_settings()
+    token = secret(settings.telegram_bot_token, "TOUCHFLOW_TELEGRAM_BOT_TOKEN")
+    if not token:
+        fail("set TOUCHFLOW_TELEGRAM_BOT_TOKEN (or TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK) to run the bot")
+    engine = open_database()
+    bot = make_bot(TelegramConfig(token=token, bot_username=settings.telegram_bot_username,
+                                  base_url=settings.telegram_api_base_url))
+    console.print(f"listening as @{settings.telegram_bot_username}; Ctrl+C to stop", highlight=False)
+    try:
+        bound = asyncio.run(poll(engine, bot, stop_after=1 if once else None, timeout=0 if once else timeout,
+                                 on_binding=lambda b: console.print(f"bound chat {b.chat_id} to "
+                                                                    f"{b.customer_external_id}")))
+    except KeyboardInterrupt:
+        return
+    console.print(f"{bound} chat(s) bound")

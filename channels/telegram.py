@@ -1,0 +1,124 @@
+"""Telegram through python-telegram-bot: messages in HTML parse mode, chats bound by deep links.
+
+A bot can only write to someone who opened a dialog with it (article 003). ``touchflow telegram
+link CUSTOMER`` makes a one-time opaque token and the link ``https://t.me/<bot>?start=<token>``;
+when the customer presses Start, the bot receives ``/start <token>`` (``touchflow telegram listen``
+polls for it) and the chat becomes the customer's ``telegram`` contact point.
+
+Errors: ``Forbidden`` (the bot was blocked) → ``RecipientBlocked``; ``RetryAfter`` →
+``RateLimited`` (the channel pauses); ``BadRequest`` chat not found → ``AddressRejected``;
+``TimedOut`` / ``NetworkError`` → ``TransientError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from telegram import Bot
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+
+from channels.base import Delivery, Message
+from channels.errors import AddressRejected, MessageRejected, RateLimited, RecipientBlocked, TransientError
+
+LINK_TTL = timedelta(days=30)
+
+
+@dataclass
+class TelegramConfig:
+    """The bot token (kept out of reprs), its username for links, and an optional API base URL."""
+
+    token: str = ""
+    bot_username: str = "touchflow_bot"
+    base_url: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TelegramConfig(token={'***' if self.token else None}, bot_username={self.bot_username!r})"
+
+
+def make_bot(config: TelegramConfig) -> Bot:
+    """A python-telegram-bot ``Bot`` for this configuration."""
+    if not config.token:
+        raise ValueError("Telegram needs TOUCHFLOW_TELEGRAM_BOT_TOKEN")
+    kwargs = {"base_url": config.base_url.rstrip("/") + "/bot"} if config.base_url else {}
+    return Bot(config.token, **kwargs)
+
+
+def _seconds(value) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramChannel:
+    """Sends HTML messages to a customer's chat id."""
+
+    name = "telegram"
+    transport = "telegram"
+
+    def __init__(self, config: TelegramConfig) -> None:
+        self.config = config
+        self.bot = make_bot(config)
+        self._opened = False
+
+    def __repr__(self) -> str:
+        return f"TelegramChannel({self.config!r})"
+
+    async def open(self) -> None:
+        """Initialise the bot (it calls getMe)."""
+        if not self._opened:
+            try:
+                await self.bot.initialize()
+            except TelegramError as exc:
+                raise TransientError(f"cannot reach the Telegram Bot API: {exc}", provider_message=str(exc),
+                                     channel=self.name) from None
+            self._opened = True
+
+    async def close(self) -> None:
+        """Shut the bot's HTTP client down."""
+        if self._opened:
+            await self.bot.shutdown()
+            self._opened = False
+
+    async def send(self, message: Message) -> Delivery:
+        """Send ``message.html`` (or its text) to the chat id in ``message.to``."""
+        await self.open()
+        try:
+            sent = await self.bot.send_message(chat_id=int(message.to), text=message.html or message.text,
+                                               parse_mode=ParseMode.HTML if message.html else None)
+        except Forbidden as exc:
+            raise RecipientBlocked(f"the customer blocked the bot: {exc.message}", code=403,
+                                   provider_message=exc.message, channel=self.name) from None
+        except RetryAfter as exc:
+            wait = _seconds(exc.retry_after)
+            raise RateLimited(f"Telegram asks to wait {wait:g}s", code=429, provider_message=exc.message,
+                              channel=self.name, retry_after=wait) from None
+        except BadRequest as exc:
+            kind = AddressRejected if "chat not found" in exc.message.lower() else MessageRejected
+            raise kind(f"Telegram refused the message: {exc.message}", code=400, provider_message=exc.message,
+                       channel=self.name) from None
+        except (TimedOut, NetworkError) as exc:
+            raise TransientError(f"Telegram did not answer: {exc}", provider_message=str(exc),
+                                 channel=self.name) from None
+        return Delivery(provider_id=str(sent.message_id))
+
+
+def new_token() -> str:
+    """A one-time opaque start token (Telegram allows 64 characters of A-Z a-z 0-9 _ -)."""
+    return secrets.token_urlsafe(24)
+
+
+def token_hash(token: str) -> str:
+    """What is stored instead of the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def deep_link(bot_username: str, token: str) -> str:
+    """The link that opens the bot and sends ``/start <token>``."""
+    return f"https://t.me/{bot_username}?start={token}"
+
+
+def link_expiry(now: datetime | None = None) -> datetime:
+    """When a new link stops working."""
+    return (now or datetime.now(timezone.utc)) + LINK_TTL

@@ -1,0 +1,127 @@
+"""Bind Telegram chats to customers: one-time deep-link tokens and the ``/start <token>`` handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from telegram import Bot, Update
+from telegram.error import TelegramError
+
+from channels.telegram import deep_link, link_expiry, new_token, token_hash
+from crm.models import ContactKind, ContactPoint, ContactStatus, Customer, TelegramLink, utcnow
+
+log = logging.getLogger(__name__)
+links = TelegramLink.__table__
+customers = Customer.__table__
+contacts = ContactPoint.__table__
+
+
+class LinkError(ValueError):
+    """The customer is unknown, or a token is unknown, used or expired."""
+
+
+@dataclass
+class Binding:
+    """What ``/start <token>`` did."""
+
+    customer_external_id: str
+    chat_id: str
+    created: bool
+
+
+def create_link(engine: Engine, external_id: str, bot_username: str) -> tuple[str, datetime]:
+    """Make a one-time token for a customer; return (deep link, expiry)."""
+    token = new_token()
+    expires = link_expiry()
+    with engine.begin() as conn:
+        customer_id = conn.execute(select(customers.c.id).where(customers.c.external_id == external_id)).scalar()
+        if customer_id is None:
+            raise LinkError(f"no customer with external id {external_id!r}")
+        conn.execute(insert(links).values(token_hash=token_hash(token), customer_id=customer_id,
+                                          created_at=utcnow(), expires_at=expires))
+    return deep_link(bot_username, token), expires
+
+
+def bind_chat(engine: Engine, token: str, chat_id: int | str, now: datetime | None = None) -> Binding:
+    """Use a token once: the chat becomes the customer's active Telegram contact point."""
+    now = now or datetime.now(timezone.utc)
+    chat = str(chat_id)
+    with engine.begin() as conn:
+        # The conditional update is the arbiter: of two concurrent /start with one token, one wins.
+        claimed = conn.execute(update(links).where(links.c.token_hash == token_hash(token), links.c.used_at.is_(None),
+                                                   links.c.expires_at > now)
+                               .values(used_at=now, chat_id=chat))
+        if claimed.rowcount != 1:
+            raise LinkError("this link is unknown, already used or expired; ask for a new one")
+        customer_id, external_id = conn.execute(
+            select(customers.c.id, customers.c.external_id).join(links, links.c.customer_id == customers.c.id)
+            .where(links.c.token_hash == token_hash(token))).one()
+        existing = conn.execute(select(contacts.c.id, contacts.c.status).where(
+            contacts.c.customer_id == customer_id, contacts.c.kind == ContactKind.telegram.value,
+            contacts.c.value == chat)).first()
+        if existing is None:
+            conn.execute(insert(contacts).values(customer_id=customer_id, kind=ContactKind.telegram.value, raw=chat,
+                                                 value=chat, status=ContactStatus.active.value, created_at=now,
+                                                 updated_at=now))
+        elif existing.status != ContactStatus.active.value:
+            conn.execute(update(contacts).where(contacts.c.id == existing.id)
+                         .values(status=ContactStatus.active.value, status_reason="re-linked with /start",
+                                 updated_at=now))
+    return Binding(external_id, chat, existing is None)
+
+
+def start_token(update: Update) -> str | None:
+    """The token of a ``/start <token>`` message, or None."""
+    message = update.message
+    if message is None or not message.text:
+        return None
+    parts = message.text.strip().split(maxsplit=1)
+    if len(parts) == 2 and parts[0].split("@", 1)[0] == "/start":
+        return parts[1].strip()
+    return None
+
+
+async def handle_update(engine: Engine, bot: Bot, update: Update) -> Binding | None:
+    """Bind on ``/start <token>`` and answer the user; other updates are ignored."""
+    token = start_token(update)
+    if token is None or update.effective_chat is None:
+        return None
+    try:
+        binding = await asyncio.to_thread(bind_chat, engine, token, update.effective_chat.id)
+    except LinkError as exc:
+        await bot.send_message(update.effective_chat.id, f"Не получилось: {exc}")
+        return None
+    await bot.send_message(update.effective_chat.id, "Готово: теперь мы сможем писать вам сюда.")
+    return binding
+
+
+async def poll(engine: Engine, bot: Bot, *, stop_after: int | None = None, timeout: int = 30,
+               on_binding=None) -> int:
+    """Long-poll getUpdates and bind chats until stopped (or after ``stop_after`` updates); return bindings."""
+    offset = None
+    seen = bound = 0
+    await bot.initialize()
+    try:
+        while stop_after is None or seen < stop_after:
+            try:
+                updates = await bot.get_updates(offset=offset, timeout=timeout)
+            except TelegramError as exc:
+                log.warning("getUpdates failed: %s; retrying in 5s", exc)
+                await asyncio.sleep(5)
+                continue
+            for item in updates:
+                offset = item.update_id + 1
+                seen += 1
+                binding = await handle_update(engine, bot, item)
+                if binding is not None:
+                    bound += 1
+                    if on_binding:
+                        on_binding(binding)
+    finally:
+        await bot.shutdown()
+    return bound
