@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -91,7 +92,9 @@ class TelegramChannel:
             raise RecipientBlocked(f"the customer blocked the bot: {exc.message}", code=403,
                                    provider_message=exc.message, channel=self.name) from None
         except RetryAfter as exc:
-            wait = _seconds(exc.retry_after)
+            with warnings.catch_warnings():  # PTB 22 warns that retry_after becomes a timedelta; both are handled
+                warnings.simplefilter("ignore")
+                wait = _seconds(exc.retry_after)
             raise RateLimited(f"Telegram asks to wait {wait:g}s", code=429, provider_message=exc.message,
                               channel=self.name, retry_after=wait) from None
         except BadRequest as exc:

@@ -1,0 +1,243 @@
+"""Local servers speaking the protocols touchflow uses: SMTP (aiosmtpd), the Telegram Bot API and Twilio REST.
+
+Each records what it received and can be told to fail the way real providers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class SmtpBehaviour:
+    """How the SMTP server answers: per-recipient RCPT replies, the DATA reply, disconnects, stalls."""
+
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    disconnect_after_data: bool = False
+    stall_seconds: float = 0.0
+
+
+class RecordingHandler:
+    """aiosmtpd handler keeping every accepted envelope."""
+
+    def __init__(self, behaviour: SmtpBehaviour) -> None:
+        self.behaviour = behaviour
+        self.envelopes: list[Any] = []
+        self.connections = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.behaviour.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.behaviour.stall_seconds:
+            await asyncio.sleep(self.behaviour.stall_seconds)
+        if self.behaviour.disconnect_after_data:
+            server.transport.close()
+            return "250 never seen"
+        if self.behaviour.data_reply:
+            return self.behaviour.data_reply
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+class SmtpServer:
+    """An aiosmtpd server on 127.0.0.1 in a background thread."""
+
+    def __init__(self, behaviour: SmtpBehaviour | None = None) -> None:
+        self.behaviour = behaviour or SmtpBehaviour()
+        self.handler = RecordingHandler(self.behaviour)
+        self.port = free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.controller.stop()
+
+    @property
+    def messages(self) -> list[Any]:
+        """Accepted envelopes (mail_from, rcpt_tos, content bytes)."""
+        return self.handler.envelopes
+
+
+class _JsonHandler(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _params(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        if "json" in (self.headers.get("Content-Type") or ""):
+            return json.loads(body or "{}")
+        params = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+        query = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
+        return {**query, **params}
+
+    def _reply(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = lambda self: self.do_POST()  # noqa: E731
+
+
+class HttpStub:
+    """A ThreadingHTTPServer on 127.0.0.1 in a background thread."""
+
+    handler_class: type[_JsonHandler] = _JsonHandler
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class)
+        self.httpd.stub = self
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _TelegramHandler(_JsonHandler):
+    def do_POST(self) -> None:
+        stub: TelegramStub = self.server.stub
+        path = urlparse(self.path).path
+        token, _, method = path.removeprefix("/bot").partition("/")
+        params = self._params()
+        stub.requests.append((method, params, dict(self.headers)))
+        if token != stub.token:
+            self._reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+            return
+        if method == "getMe":
+            self._reply(200, {"ok": True, "result": {"id": 4242, "is_bot": True, "first_name": "touchflow",
+                                                     "username": "touchflow_bot"}})
+        elif method == "sendMessage":
+            chat = str(params.get("chat_id"))
+            if chat in stub.blocked:
+                self._reply(403, {"ok": False, "error_code": 403,
+                                  "description": "Forbidden: bot was blocked by the user"})
+            elif stub.retry_after.get(chat):
+                wait = stub.retry_after.pop(chat)
+                self._reply(429, {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after "
+                                  f"{wait}", "parameters": {"retry_after": wait}})
+            elif chat in stub.missing:
+                self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
+            else:
+                stub.sent.append(params)
+                self._reply(200, {"ok": True, "result": {
+                    "message_id": len(stub.sent), "date": int(time.time()), "text": params.get("text", ""),
+                    "chat": {"id": int(chat), "type": "private"}}})
+        elif method == "getUpdates":
+            offset = int(params.get("offset") or 0)
+            updates = [u for u in stub.updates if u["update_id"] >= offset]
+            self._reply(200, {"ok": True, "result": updates})
+        else:
+            self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"})
+
+
+class TelegramStub(HttpStub):
+    """The Bot API subset touchflow uses: getMe, sendMessage, getUpdates."""
+
+    handler_class = _TelegramHandler
+
+    def __init__(self, token: str = "123456:TEST-token") -> None:
+        super().__init__()
+        self.token = token
+        self.sent: list[dict[str, Any]] = []
+        self.blocked: set[str] = set()
+        self.missing: set[str] = set()
+        self.retry_after: dict[str, int] = {}
+        self.updates: list[dict[str, Any]] = []
+
+    def add_start(self, chat_id: int, text: str) -> None:
+        """Queue a private message as if a user typed ``text``."""
+        update_id = 1000 + len(self.updates)
+        self.updates.append({"update_id": update_id, "message": {
+            "message_id": update_id, "date": int(time.time()), "text": text,
+            "chat": {"id": chat_id, "type": "private"},
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Клиент"},
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}]}})
+
+
+class _TwilioHandler(_JsonHandler):
+    def do_POST(self) -> None:
+        stub: TwilioStub = self.server.stub
+        path = urlparse(self.path).path
+        params = self._params()
+        stub.requests.append((path, params, dict(self.headers)))
+        auth = base64.b64decode(self.headers.get("Authorization", "Basic ").split(" ", 1)[1] or b"").decode()
+        if auth != f"{stub.account_sid}:{stub.auth_token}":
+            self._reply(401, {"code": 20003, "message": "Authenticate", "status": 401})
+            return
+        resource = path.rsplit("/", 1)[-1]
+        if not path.startswith(f"/2010-04-01/Accounts/{stub.account_sid}/") or resource not in (
+                "Messages.json", "Calls.json"):
+            self._reply(404, {"code": 20404, "message": "not found", "status": 404})
+            return
+        to = params.get("To", "")
+        failures = stub.failures.get(to)
+        if failures:
+            status, code = failures.pop(0)
+            self._reply(status, {"code": code, "message": f"error {code}", "status": status,
+                                 "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+            return
+        prefix = "SM" if resource == "Messages.json" else "CA"
+        sid = f"{prefix}{len(stub.requests):032d}"
+        stub.created.append((resource, params))
+        self._reply(201, {"sid": sid, "status": "queued", "to": to, "from": params.get("From"),
+                          "body": params.get("Body"), "account_sid": stub.account_sid})
+
+
+class TwilioStub(HttpStub):
+    """The Twilio REST subset touchflow uses: Messages and Calls (create)."""
+
+    handler_class = _TwilioHandler
+
+    def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "secret-token") -> None:
+        super().__init__()
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.created: list[tuple[str, dict[str, Any]]] = []
+        self.failures: dict[str, list[tuple[int, int]]] = {}
