@@ -62,6 +62,12 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
     """Create the channel ``name`` with its configured transport."""
     settings = settings or get_settings()
     transport = transport_of(name, settings)
+    if transport == "tasks":
+        if task_sink is None:
+            raise ChannelConfigError("the call channel with the tasks transport needs a task sink (the campaign "
+                                     "flow provides one); use TOUCHFLOW_CALL_TRANSPORT=file to write call tasks "
+                                     "to the outbox")
+        return CallTaskChannel(task_sink)
     if transport == "memory":
         return MemoryChannel(name, settings.mail_from)
     if transport == "console":
@@ -97,10 +103,7 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
                                      "(or TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK)")
         return TelegramChannel(TelegramConfig(token=token, bot_username=settings.telegram_bot_username,
                                               base_url=settings.telegram_api_base_url))
-    if task_sink is None:
-        raise ChannelConfigError("the call channel with the tasks transport needs a task sink (the campaign flow "
-                                 "provides one); use TOUCHFLOW_CALL_TRANSPORT=file to write call tasks to the outbox")
-    return CallTaskChannel(task_sink)
+    raise ChannelConfigError(f"no transport {transport!r} for {name}")
 
 
 def rate_of(name: str, settings: Settings | None = None) -> float:

@@ -20,10 +20,23 @@ from datetime import datetime, timedelta, timezone
 
 from telegram import Bot
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 
 from channels.base import Delivery, Message
-from channels.errors import AddressRejected, MessageRejected, RateLimited, RecipientBlocked, TransientError
+from channels.errors import (
+    AddressRejected,
+    MessageRejected,
+    RateLimited,
+    RecipientBlocked,
+    TransientError,
+)
 
 LINK_TTL = timedelta(days=30)
 

@@ -13,7 +13,15 @@ from telegram import Bot, Update
 from telegram.error import TelegramError
 
 from channels.telegram import deep_link, link_expiry, new_token, token_hash
-from crm.models import ContactKind, ContactPoint, ContactStatus, Customer, TelegramLink, utcnow
+from crm.db import write_tx
+from crm.models import (
+    ContactKind,
+    ContactPoint,
+    ContactStatus,
+    Customer,
+    TelegramLink,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 links = TelegramLink.__table__
@@ -38,7 +46,7 @@ def create_link(engine: Engine, external_id: str, bot_username: str) -> tuple[st
     """Make a one-time token for a customer; return (deep link, expiry)."""
     token = new_token()
     expires = link_expiry()
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         customer_id = conn.execute(select(customers.c.id).where(customers.c.external_id == external_id)).scalar()
         if customer_id is None:
             raise LinkError(f"no customer with external id {external_id!r}")
@@ -51,7 +59,7 @@ def bind_chat(engine: Engine, token: str, chat_id: int | str, now: datetime | No
     """Use a token once: the chat becomes the customer's active Telegram contact point."""
     now = now or datetime.now(timezone.utc)
     chat = str(chat_id)
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         # The conditional update is the arbiter: of two concurrent /start with one token, one wins.
         claimed = conn.execute(update(links).where(links.c.token_hash == token_hash(token), links.c.used_at.is_(None),
                                                    links.c.expires_at > now)

@@ -19,6 +19,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from crm.db import write_tx
 from crm.models import InstanceKey, utcnow
 
 MAX_AGE = 180 * 24 * 3600
@@ -61,7 +62,7 @@ def signing_key(engine: Engine, configured: str | None = None) -> bytes:
         value = conn.execute(select(keys.c.value).where(keys.c.name == KEY_NAME)).scalar()
     if value is None:
         try:
-            with engine.begin() as conn:
+            with write_tx(engine) as conn:
                 conn.execute(insert(keys).values(name=KEY_NAME, value=secrets.token_urlsafe(32), created_at=utcnow()))
         except IntegrityError:
             pass  # another process created it first

@@ -9,7 +9,15 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from crm.models import ContactPoint, Consent, Customer, Manager, Purchase, ServiceEvent, Touch
+from crm.models import (
+    Consent,
+    ContactPoint,
+    Customer,
+    Manager,
+    Purchase,
+    ServiceEvent,
+    Touch,
+)
 
 _COUNTED = {
     "customers": Customer,

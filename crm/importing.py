@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert
 from crm.columns import SPECS, resolve_header
+from crm.db import write_tx
 from crm.models import (
     Channel,
     Consent,
@@ -282,7 +283,7 @@ def _run(
         valid = [record for _, _, record in batch if not isinstance(record, str)]
         outcomes: Iterator[str] = iter(())
         if valid:
-            with engine.begin() as conn:
+            with write_tx(engine) as conn:
                 outcomes = iter(writer.write(conn, valid))
         for number, values, record in batch:
             outcome = record if isinstance(record, str) else next(outcomes)
@@ -337,7 +338,7 @@ def _cell(values: list[object], index: int) -> object:
 def _record_run(engine: Engine, summary: ImportSummary, started_at) -> None:
     row = {name: getattr(summary, name) for name in ("kind", "path", "rows", "accepted", "created",
                                                       "updated", "unchanged", "rejected", "rejects_path")}
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         conn.execute(insert(ImportRun.__table__).values(started_at=started_at, finished_at=utcnow(), **row))
 
 

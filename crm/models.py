@@ -120,6 +120,7 @@ class Customer(SQLModel, table=True):
     manager_id: Optional[int] = Field(default=None, foreign_key="managers.id", index=True)
     preferred_channel: Optional[str] = Field(default=None, max_length=16)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    person_id: Optional[int] = Field(default=None, index=True)  # the smallest customer id of the same person
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -238,6 +239,7 @@ class Touch(SQLModel, table=True):
     error_message: Optional[str] = Field(default=None, max_length=2000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    due_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)  # deferred touches: when allowed
     sent_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     delivered_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
@@ -339,3 +341,75 @@ class InstanceKey(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class TouchEvent(SQLModel, table=True):
+    """A status move of a touch (claimed → sent → delivered / failed / unknown), with its time."""
+
+    __tablename__ = "touch_events"
+    __table_args__ = (Index("ix_touch_events_touch", "touch_id", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    touch_id: int = Field(foreign_key="touches.id")
+    status: str = Field(max_length=16)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    detail: Optional[str] = Field(default=None, max_length=2000)
+
+
+class ContactLock(SQLModel, table=True):
+    """A person's claim on a kind of contact until it expires; the unique key makes the database the arbiter.
+
+    ``scope`` ``offer`` (key: the offer; expires after the offer's cooldown), ``cap`` (key: slot
+    number; N slots = at most N marketing touches in the window), ``call`` (key ``open``: one open
+    call task per person; released when the task is closed).
+    """
+
+    __tablename__ = "contact_locks"
+    __table_args__ = (UniqueConstraint("person_id", "scope", "key", name="uq_contact_locks_person_scope_key"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    person_id: int = Field(index=True)
+    scope: str = Field(max_length=16)
+    key: str = Field(max_length=200)
+    touch_id: Optional[int] = Field(default=None)
+    expires_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CampaignRun(SQLModel, table=True):
+    """One run of a campaign flow: when, how it ended, and its counts."""
+
+    __tablename__ = "campaign_runs"
+
+    id: str = Field(primary_key=True, max_length=64)
+    campaign: str = Field(max_length=200, index=True)
+    dry_run: bool = False
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    status: str = Field(default="running", max_length=16)
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+
+
+class CallTask(SQLModel, table=True):
+    """A sales rep's task to call a customer, with the script rendered for them."""
+
+    __tablename__ = "call_tasks"
+    __table_args__ = (Index("ix_call_tasks_manager_status", "manager_id", "status"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    touch_id: Optional[int] = Field(default=None, foreign_key="touches.id")
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    person_id: int = Field(index=True)
+    manager_id: Optional[int] = Field(default=None, foreign_key="managers.id")
+    campaign: Optional[str] = Field(default=None, max_length=200)
+    offer: Optional[str] = Field(default=None, max_length=200)
+    phone: Optional[str] = Field(default=None, max_length=32)
+    script: str = ""
+    due_on: date
+    window_start: Optional[str] = Field(default=None, max_length=5)
+    window_end: Optional[str] = Field(default=None, max_length=5)
+    status: str = Field(default="open", max_length=16)
+    outcome: Optional[str] = Field(default=None, max_length=32)
+    note: Optional[str] = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from crm.db import write_tx
 from crm.importing import SUPERSEDED
 from crm.models import ContactKind, ContactPoint, Customer
 
@@ -93,3 +94,19 @@ def duplicate_groups(engine: Engine) -> list[PersonGroup]:
     return result
 
 
+
+
+def refresh_persons(engine: Engine) -> int:
+    """Set ``customers.person_id`` to the smallest customer id of each person; return the number of people."""
+    from sqlalchemy import bindparam, update
+
+    groups = duplicate_groups(engine)
+    with write_tx(engine) as conn:
+        conn.execute(update(customers_t).where((customers_t.c.person_id.is_(None))
+                                               | (customers_t.c.person_id != customers_t.c.id))
+                     .values(person_id=customers_t.c.id))
+        rows = [{"b_id": cid, "person": group.customer_ids[0]} for group in groups for cid in group.customer_ids[1:]]
+        if rows:
+            conn.execute(update(customers_t).where(customers_t.c.id == bindparam("b_id"))
+                         .values(person_id=bindparam("person")), rows)
+        return conn.execute(select(func.count(customers_t.c.person_id.distinct()))).scalar_one()

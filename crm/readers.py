@@ -11,10 +11,10 @@ import codecs
 import csv
 import io
 import os
-from zipfile import BadZipFile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from zipfile import BadZipFile
 
 CSV_DELIMITERS = (";", ",", "\t", "|")
 _DETECT_CHUNK = 1 << 20

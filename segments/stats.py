@@ -28,7 +28,15 @@ from sqlalchemy import and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert
-from crm.models import Customer, CustomerStats, Prediction, Purchase, ServiceEvent, utcnow
+from crm.db import write_tx
+from crm.models import (
+    Customer,
+    CustomerStats,
+    Prediction,
+    Purchase,
+    ServiceEvent,
+    utcnow,
+)
 from segments.compile import _RFM_GRID
 from segments.sqlfuncs import epoch_day
 
@@ -56,7 +64,7 @@ def refresh(engine: Engine, customer_ids: Iterable[int] | None = None,
     """
     ids = None if customer_ids is None else sorted(set(customer_ids))
     scopes = scopes or replenishment_scopes()
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         counts = {"customers_with_purchases": _refresh_stats(conn, ids)}
         _refresh_rfm(conn)
         counts["replenishment"] = _refresh_replenishment(conn, ids, scopes)

@@ -15,15 +15,22 @@ from channels.errors import TransientError
 from channels.outbox import ConsoleChannel, FileChannel, MemoryChannel
 from channels.registry import ChannelConfigError, build_channel, describe
 from channels.sending import send_with_retry
-from touchflow.settings import Settings
 from tests.helpers import run_cli, run_json
+from touchflow.settings import Settings
 
 
 def test_the_embedded_default_needs_no_credentials(tmp_path):
     settings = Settings(outbox_dir=str(tmp_path / "outbox"))
-    for name in ("email", "sms", "voice", "telegram", "call"):
+    for name in ("email", "sms", "voice", "telegram"):
         channel = build_channel(name, settings)
         assert isinstance(channel, FileChannel) and isinstance(channel, Channel)
+
+    async def sink(message):
+        return "task-1"
+
+    assert isinstance(build_channel("call", settings, task_sink=sink), CallTaskChannel)
+    with pytest.raises(ChannelConfigError, match="task sink"):
+        build_channel("call", settings)
 
 
 def test_file_outbox_writes_eml_for_email_and_json_for_the_rest(tmp_path):

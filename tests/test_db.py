@@ -3,9 +3,16 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import inspect, insert, select, text
+from sqlalchemy import insert, inspect, select, text
 
-from crm.db import SchemaError, current_revision, head_revision, make_engine, require_schema, upgrade
+from crm.db import (
+    SchemaError,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_schema,
+    upgrade,
+)
 from crm.models import Consent, Customer
 from tests.helpers import run_cli, run_json
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from openpyxl import Workbook
 from sqlalchemy import select
 
-from crm.models import ContactPoint, Consent, Customer, Manager, Purchase, ServiceEvent
+from crm.models import Consent, ContactPoint, Customer, Manager, Purchase, ServiceEvent
 from tests.helpers import read_rejects, run_cli, run_json, write_csv
 
 CUSTOMER_HEADER = ["external_id", "name", "birthday", "region", "manager", "email", "phone", "attr.tv",

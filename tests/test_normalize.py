@@ -5,7 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from crm.normalize import normalize_email, normalize_phone, parse_bool, parse_date, parse_datetime, parse_decimal
+from crm.normalize import (
+    normalize_email,
+    normalize_phone,
+    parse_bool,
+    parse_date,
+    parse_datetime,
+    parse_decimal,
+)
 
 
 @pytest.mark.parametrize("raw", ["8 (916) 123-45-67", "+7 916 123 45 67", "79161234567", "9161234567",

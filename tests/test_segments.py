@@ -8,7 +8,15 @@ import pytest
 from sqlalchemy import func, select
 
 from crm.models import Customer, Prediction
-from segments import SegmentError, count, customer_ids, load_library, parse_rule, preview, resolve
+from segments import (
+    SegmentError,
+    count,
+    customer_ids,
+    load_library,
+    parse_rule,
+    preview,
+    resolve,
+)
 from segments.compile import birthday_days, rfm_group
 from segments.library import load_file
 from segments.stats import replenishment, service_interval

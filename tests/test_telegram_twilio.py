@@ -9,7 +9,13 @@ import pytest
 from sqlalchemy import select, update
 
 from channels.base import Message
-from channels.errors import AddressRejected, OptedOut, RateLimited, RecipientBlocked, TransientError
+from channels.errors import (
+    AddressRejected,
+    OptedOut,
+    RateLimited,
+    RecipientBlocked,
+    TransientError,
+)
 from channels.sending import send_with_retry
 from channels.telegram import TelegramChannel, TelegramConfig, make_bot
 from channels.telegram_links import LinkError, bind_chat, create_link, poll

@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from crm.db import SchemaError, current_revision, head_revision, make_engine, require_schema, upgrade
+from crm.db import (
+    SchemaError,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_schema,
+    upgrade,
+)
 from touchflow import __version__
 from touchflow.console import console, fail, print_json, progress_bar
 from touchflow.settings import get_settings
@@ -112,6 +119,10 @@ def _import(kind: str, file: Path, rejects: Optional[Path], default_region: Opti
     except ImportFailed as exc:
         fail(str(exc))
     result = summary.to_dict()
+    if kind == "customers" and summary.touched_customers != set():
+        from crm.persons import refresh_persons
+
+        result["people"] = refresh_persons(engine)
     if kind != "consents" and summary.touched_customers != set():
         from segments.stats import refresh
 
@@ -681,3 +692,182 @@ def telegram_listen(once: bool = typer.Option(False, "--once", help="Handle one 
     except KeyboardInterrupt:
         return
     console.print(f"{bound} chat(s) bound")
+
+
+campaign_app = typer.Typer(help="Campaign specs: check, list, run (Prefect flow or directly).", no_args_is_help=True)
+reminders_app = typer.Typer(help="The daily reminders flow (every spec of kind reminder).", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(reminders_app, name="reminders")
+
+
+def _spec(path: Path):
+    from flows.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        fail(str(exc))
+    from segments import SegmentError, load_library, resolve
+
+    try:
+        library = load_library()
+        resolve(spec.rule if spec.rule is not None else spec.segment, library)
+    except SegmentError as exc:
+        fail(f"{path}: {exc}")
+    from channels.render import TemplateError, channels_of
+
+    try:
+        missing = [c for c in spec.channels if c not in channels_of(spec.template)]
+    except TemplateError as exc:
+        fail(f"{path}: template: {exc}")
+    if missing:
+        fail(f"{path}: channels: template {spec.template!r} has no part for {', '.join(missing)}")
+    return spec
+
+
+def _print_summary(summary: dict) -> None:
+    title = f"{summary['campaign']}{' (dry run)' if summary['dry_run'] else ''}: {summary['selected']} selected"
+    table = Table(title=title)
+    table.add_column("channel")
+    outcomes = sorted({o for counts in summary["channels"].values() for o in counts})
+    for outcome in outcomes:
+        table.add_column(outcome, justify="right")
+    for channel, counts in sorted(summary["channels"].items()):
+        table.add_row(channel, *(str(counts.get(o, 0)) for o in outcomes))
+    if summary["channels"]:
+        console.print(table)
+    if summary["not_contacted"]:
+        console.print("not contacted: " + ", ".join(f"{k} {v}" for k, v in summary["not_contacted"].items()),
+                      highlight=False)
+    for key, value in summary.get("other", {}).items():
+        if key != "selected":
+            console.print(f"{key}: {value}", highlight=False)
+    for sample in summary.get("samples", []):
+        console.rule(f"sample: {sample['channel']} to {sample['address']}")
+        if sample.get("subject"):
+            console.print(f"Subject: {sample['subject']}", highlight=False, markup=False)
+        console.print(sample["text"], highlight=False, markup=False)
+
+
+@campaign_app.command("check")
+def campaign_check(file: Path = typer.Argument(..., help="Campaign spec (YAML)."), as_json: bool = JsonOption) -> None:
+    """Check a spec: fields, segment, template parts for every channel."""
+    spec = _spec(file)
+    if as_json:
+        print_json({"ok": True, "spec": spec.model_dump()})
+    else:
+        console.print(f"{file}: ok ({spec.name}, {spec.purpose}, {', '.join(spec.channels)})", highlight=False)
+
+
+@campaign_app.command("list")
+def campaign_list(directory: Path = typer.Argument(Path("campaigns"), help="Folder of specs."),
+                  as_json: bool = JsonOption) -> None:
+    """List the campaign specs of a folder."""
+    from flows.spec import SpecError, campaign_files, load_spec
+
+    items = []
+    for path in campaign_files(directory):
+        try:
+            spec = load_spec(path)
+            items.append({"file": str(path), "name": spec.name, "kind": spec.kind, "purpose": spec.purpose,
+                          "channels": spec.channels, "schedule": spec.schedule.cron if spec.schedule else None})
+        except SpecError as exc:
+            items.append({"file": str(path), "error": str(exc)})
+    if as_json:
+        print_json({"campaigns": items})
+        return
+    table = Table(title=f"campaigns in {directory}")
+    for column in ("name", "kind", "purpose", "channels", "schedule"):
+        table.add_column(column)
+    for item in items:
+        if "error" in item:
+            table.add_row(Path(item["file"]).name, "[red]error[/]", item["error"], "", "")
+        else:
+            table.add_row(item["name"], item["kind"], item["purpose"], ", ".join(item["channels"]),
+                          item["schedule"] or "—")
+    console.print(table)
+
+
+@campaign_app.command("run")
+def campaign_run(
+    file: Path = typer.Argument(..., help="Campaign spec (YAML)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Decide and render for everyone; send and claim nothing."),
+    as_of: Optional[str] = _AS_OF,
+    direct: bool = typer.Option(False, "--direct", help="Run without Prefect (same engine, no flow run)."),
+    batch_size: int = typer.Option(5000, "--batch-size", min=100, help="Customers per batch (one task each)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a campaign: select, decide, claim, render, send and record (a local Prefect flow by default)."""
+    _spec(file)
+    engine = open_database()
+    if direct:
+        from datetime import datetime
+
+        from flows.engine import run_campaign
+        from flows.spec import load_spec
+
+        summary = run_campaign(engine, load_spec(file), dry_run=dry_run, as_of=_as_of(as_of) if as_of else None,
+                               now=datetime.now().astimezone(), page_size=batch_size)
+    else:
+        from flows.campaign import campaign_flow
+
+        summary = campaign_flow(str(file), dry_run=dry_run, as_of=as_of, batch_size=batch_size)
+    if as_json:
+        print_json(summary)
+    else:
+        _print_summary(summary)
+
+
+@reminders_app.command("run")
+def reminders_run(directory: Path = typer.Argument(Path("campaigns"), help="Folder of specs."),
+                  as_of: Optional[str] = _AS_OF, as_json: bool = JsonOption) -> None:
+    """Run every reminder spec (replenishment, visits, birthdays) through the same policy."""
+    open_database()
+    from flows.campaign import reminders_flow
+
+    summaries = reminders_flow(str(directory), as_of=as_of)
+    if as_json:
+        print_json({"runs": summaries})
+    else:
+        for summary in summaries:
+            _print_summary(summary)
+
+
+@app.command("history")
+def history_command(
+    customer: Optional[str] = typer.Option(None, "--customer", help="A customer's external id (the whole person)."),
+    campaign: Optional[str] = typer.Option(None, "--campaign", help="A campaign name."),
+    channel: Optional[str] = typer.Option(None, "--channel", help="email, sms, voice, telegram or call."),
+    status: Optional[str] = typer.Option(None, "--status", help="claimed, sent, failed, unknown, deferred, skipped…"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Every touch and every decision not to touch, with the consent relied upon and the reason."""
+    from crm.history import history
+
+    rows = history(open_database(), customer=customer, campaign=campaign, channel=channel, status=status, limit=limit)
+    if as_json or fmt == "json":
+        print_json({"rows": rows, "count": len(rows)})
+        return
+    columns = ("id", "created_at", "customer", "campaign", "channel", "address", "status", "reason", "offer",
+               "consent_source", "consent_at", "error_code", "detail")
+    if fmt == "csv":
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row[c] is None else row[c] for c in columns])
+        return
+    if fmt != "table":
+        fail(f"--format {fmt!r}: choose table, csv or json")
+    table = Table(title=f"{len(rows)} history rows")
+    for column in ("created_at", "customer", "campaign", "channel", "status", "reason", "consent_source", "detail"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(f"{row['created_at']:%Y-%m-%d %H:%M}", row["customer"] or "", row["campaign"] or "",
+                      row["channel"] or "", row["status"], row["reason"] or "", row["consent_source"] or "",
+                      (row["detail"] or "")[:60])
+    console.print(table)

@@ -21,7 +21,7 @@ from crm.cards import base_stats
 from crm.db import make_engine, upgrade
 from crm.importing import ImportOptions, import_file
 from crm.models import Manager, utcnow
-from crm.persons import duplicate_groups
+from crm.persons import duplicate_groups, refresh_persons
 from segments.compile import months_before as _months_before
 from segments.stats import refresh as refresh_stats
 from touchflow.console import console
@@ -293,6 +293,7 @@ def run_demo(directory: Path, *, customers: int = 300, seed: int = 7, quiet: boo
     for kind in ("customers", "purchases", "events", "consents"):
         imports[kind] = import_file(engine, kind, paths[kind], options=ImportOptions()).to_dict()
     refresh_stats(engine)
+    refresh_persons(engine)
     groups = duplicate_groups(engine)
     result = {
         "database_url": url,

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     telegram_bot_username: str = "touchflow_bot"
     telegram_api_base_url: str | None = Field(None, description="Another Bot API endpoint (tests, local server).")
 
-    call_transport: str = Field("file", description="tasks, console, file or memory.")
+    call_transport: str = Field("tasks", description="tasks (call_tasks table), console, file or memory.")
 
     rate_email: float = Field(0, ge=0, description="Emails per second per process; 0 = unlimited.")
     rate_sms: float = Field(1, ge=0, description="SMS per second per sender number (Twilio's default).")

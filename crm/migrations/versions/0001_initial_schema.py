@@ -5,11 +5,12 @@ Revises:
 Create Date: 2026-11-23 00:40:17.252756
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import crm.models
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import crm.models
 
 revision = '0001'
 down_revision = None

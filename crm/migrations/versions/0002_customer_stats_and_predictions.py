@@ -5,11 +5,11 @@ Revises: 0001
 Create Date: 2026-11-23 01:07:46.912357
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import crm.models
+from alembic import op
 
+import crm.models
 
 revision = '0002'
 down_revision = '0001'

@@ -5,11 +5,11 @@ Revises: 0002
 Create Date: 2026-11-23 01:22:33.893911
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import crm.models
+from alembic import op
 
+import crm.models
 
 revision = '0003'
 down_revision = '0002'

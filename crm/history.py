@@ -1,0 +1,283 @@
+"""The contact history: load what the policy needs, claim touches, record every outcome and decision.
+
+A touch is claimed by committed rows before anything is sent: the touch itself (unique claim key)
+and the person's locks (unique person / scope / key): the offer cooldown, a frequency-cap slot for
+marketing, the open call task. Two runs that select the same person cannot both hold them, on
+SQLite and PostgreSQL alike; the loser records why it did not contact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, cast, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from crm.bulk import bulk_insert
+from crm.db import write_tx
+from crm.models import (
+    Consent,
+    ContactLock,
+    ContactPoint,
+    ContactStatus,
+    Customer,
+    Touch,
+    TouchEvent,
+    utcnow,
+)
+from crm.policy import Candidate, ConsentState, ContactOption, Decision, Policy
+
+touches = Touch.__table__
+events = TouchEvent.__table__
+locks = ContactLock.__table__
+customers = Customer.__table__
+contacts = ContactPoint.__table__
+consents = Consent.__table__
+
+FINAL = ("sent", "delivered", "failed", "unknown", "skipped")
+ORDER = {"deferred": 0, "claimed": 1, "sent": 2, "delivered": 3, "failed": 3, "unknown": 3, "skipped": 3}
+TOUCH_COLUMNS = ("claim_key", "person_key", "customer_id", "campaign", "run_id", "offer", "purpose", "channel",
+                 "contact_point_id", "address", "status", "reason", "detail", "template", "template_hash", "body",
+                 "body_hash", "consent_id", "manager_id", "created_at", "updated_at", "due_at")
+
+
+@dataclass
+class Claimed:
+    """A claimed touch, ready to send (or deferred)."""
+
+    touch_id: int
+    decision: Decision
+
+
+def _chunks(items: list, size: int = 900) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def load_candidates(conn: Connection, customer_ids: list[int]) -> list[Candidate]:
+    """Customers with their contact points and latest consent entries, in id order."""
+    result: dict[int, Candidate] = {}
+    for chunk in _chunks(customer_ids):
+        for row in conn.execute(select(customers.c.id, customers.c.person_id, customers.c.timezone,
+                                       customers.c.preferred_channel).where(customers.c.id.in_(chunk))):
+            result[row.id] = Candidate(row.id, row.person_id or row.id, row.timezone, row.preferred_channel, [], {})
+        for row in conn.execute(select(contacts.c.id, contacts.c.customer_id, contacts.c.kind, contacts.c.value,
+                                       contacts.c.status).where(contacts.c.customer_id.in_(chunk))):
+            result[row.customer_id].contacts.append(ContactOption(row.id, row.kind, row.value, row.status))
+        for row in conn.execute(select(consents.c.id, consents.c.customer_id, consents.c.channel, consents.c.purpose,
+                                       consents.c.granted, consents.c.at).where(consents.c.customer_id.in_(chunk))
+                                .order_by(consents.c.at, consents.c.id)):
+            result[row.customer_id].consents[(row.channel, row.purpose)] = ConsentState(row.granted, row.id, row.at)
+    return [result[cid] for cid in customer_ids if cid in result]
+
+
+def body_hash(text: str | None) -> str | None:
+    """SHA-256 of a rendered message (kept instead of the text when configured)."""
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def touch_row(decision: Decision, *, run_id: str, campaign: str, offer: str | None, purpose: str,
+              status: str, now: datetime, template: str | None = None, template_hash: str | None = None,
+              body: str | None = None, keep_body: bool = True, claim_key: str | None = None,
+              manager_id: int | None = None) -> dict[str, Any]:
+    """A ``touches`` row for a decision (a touch, a deferral or a decision not to contact)."""
+    return {"claim_key": claim_key, "person_key": str(decision.person_id), "customer_id": decision.customer_id,
+            "campaign": campaign, "run_id": run_id, "offer": offer, "purpose": purpose, "channel": decision.channel,
+            "contact_point_id": decision.contact_point_id, "address": decision.address, "status": status,
+            "reason": decision.reason, "detail": decision.detail, "template": template,
+            "template_hash": template_hash, "body": body if keep_body else None, "body_hash": body_hash(body),
+            "consent_id": decision.consent_id, "manager_id": manager_id, "created_at": now, "updated_at": now,
+            "due_at": decision.due_at}
+
+
+def record_decisions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Write decisions not to contact (status ``skipped``), one executemany."""
+    bulk_insert(conn, touches, TOUCH_COLUMNS, rows)
+
+
+def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str, purpose: str,
+          policy: Policy, run_id: str, now: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
+    """Claim touches for ``decisions`` (with their prepared ``rows``); return (claimed, decisions not to contact).
+
+    Runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite) with a savepoint per person, committed
+    before any message leaves.
+    """
+    claimed: list[Claimed] = []
+    refused: list[dict[str, Any]] = []
+    if not decisions:
+        return claimed, refused
+    persons = sorted({d.person_id for d in decisions})
+    with write_tx(engine) as conn:
+        held: dict[int, dict[tuple[str, str], int | None]] = {}
+        for chunk in _chunks(persons):
+            conn.execute(delete(locks).where(locks.c.person_id.in_(chunk), locks.c.expires_at.is_not(None),
+                                             locks.c.expires_at <= now))
+            for row in conn.execute(select(locks.c.person_id, locks.c.scope, locks.c.key, locks.c.touch_id)
+                                    .where(locks.c.person_id.in_(chunk))):
+                held.setdefault(row.person_id, {})[(row.scope, row.key)] = row.touch_id
+        holders = {tid for person in held.values() for tid in person.values() if tid}
+        this_run: set[int] = set()
+        holder_campaign: dict[int, tuple[str | None, Any]] = {}
+        for chunk in _chunks(sorted(holders)):
+            for row in conn.execute(select(touches.c.id, touches.c.run_id, touches.c.campaign, touches.c.created_at)
+                                    .where(touches.c.id.in_(chunk))):
+                holder_campaign[row.id] = (row.campaign, row.created_at)
+                if row.run_id == run_id:
+                    this_run.add(row.id)
+        for decision, row in zip(decisions, rows):
+            mine = held.setdefault(decision.person_id, {})
+            reason = _blocked(decision, mine, this_run, offer, purpose, policy)
+            if reason is not None:
+                holder = mine.get(("offer", offer)) if reason in ("cooling_down", "same_person") else None
+                campaign, when = holder_campaign.get(holder, (None, None))
+                detail = (f"offer {offer} already given to this person by {campaign} on {when:%Y-%m-%d}"
+                          if campaign and when else None)
+                refused.append(_refusal(row, reason, detail))
+                continue
+            slot = None
+            if purpose == "marketing":
+                slot = next(f"slot{i}" for i in range(policy.cap_max) if ("cap", f"slot{i}") not in mine)
+            savepoint = conn.begin_nested()
+            try:
+                touch_id = conn.execute(insert(touches).values(**row).returning(touches.c.id)).scalar_one()
+                wanted = [("offer", offer, now + timedelta(days=policy.offer_cooldown_days))]
+                if slot is not None:
+                    wanted.append(("cap", slot, now + timedelta(days=policy.cap_days)))
+                if decision.channel == "call":
+                    wanted.append(("call", "open", None))
+                conn.execute(insert(locks), [{"person_id": decision.person_id, "scope": scope, "key": key,
+                                              "touch_id": touch_id, "expires_at": expires, "created_at": now}
+                                             for scope, key, expires in wanted])
+                conn.execute(insert(events).values(touch_id=touch_id, status=row["status"], at=now,
+                                                   detail=row.get("detail")))
+                savepoint.commit()
+            except IntegrityError:
+                savepoint.rollback()
+                refused.append(_refusal(row, "cooling_down", "another run claimed this person first"))
+                continue
+            for scope, key, _ in wanted:
+                mine[(scope, key)] = touch_id
+            this_run.add(touch_id)
+            claimed.append(Claimed(touch_id, decision))
+    return claimed, refused
+
+
+def _blocked(decision: Decision, mine: dict, this_run: set[int], offer: str, purpose: str,
+             policy: Policy) -> str | None:
+    holder = mine.get(("offer", offer), 0)
+    if holder != 0:
+        return "same_person" if holder in this_run else "cooling_down"
+    if decision.channel == "call" and ("call", "open") in mine:
+        return "open_call_task"
+    if purpose == "marketing" and sum(1 for scope, _ in mine if scope == "cap") >= policy.cap_max:
+        return "capped"
+    return None
+
+
+def _refusal(row: dict[str, Any], reason: str, detail: str | None = None) -> dict[str, Any]:
+    refused = dict(row)
+    refused.update(status="skipped", reason=reason, detail=detail, claim_key=None, due_at=None)
+    return refused
+
+
+def move(engine: Engine, moves: list[dict[str, Any]]) -> None:
+    """Apply status moves ``{touch_id, status, detail?, provider_message_id?, error_code?, error_message?}``.
+
+    A status only moves forward (claimed → sent → delivered; failed / unknown are final), so replayed or
+    out-of-order reports leave one consistent touch. Every move is also a ``touch_events`` row.
+    """
+    if not moves:
+        return
+    now = utcnow()
+    with write_tx(engine) as conn:
+        for item in moves:
+            status = item["status"]
+            lower = [s for s, rank in ORDER.items() if rank < ORDER[status]]
+            values: dict[str, Any] = {"status": status, "updated_at": now}
+            for key in ("provider_message_id", "error_code", "error_message", "reason", "detail"):
+                if item.get(key) is not None:
+                    values[key] = item[key]
+            if status == "sent":
+                values["sent_at"] = now
+            if status == "delivered":
+                values["delivered_at"] = now
+            result = conn.execute(update(touches).where(touches.c.id == item["touch_id"], touches.c.status.in_(lower))
+                                  .values(**values))
+            if result.rowcount:
+                conn.execute(insert(events).values(touch_id=item["touch_id"], status=status, at=now,
+                                                   detail=item.get("detail") or item.get("error_message")))
+        released = [m["touch_id"] for m in moves if m["status"] == "failed"]
+        for chunk in _chunks(released):
+            conn.execute(delete(locks).where(locks.c.touch_id.in_(chunk), locks.c.scope != "call"))
+
+
+def apply_address_action(engine: Engine, contact_point_id: int, customer_id: int, channel: str, action: str,
+                         code: str | None, message: str | None) -> None:
+    """What a permanent failure means for the address: bounced / blocked contact point, or an opt-out."""
+    now = utcnow()
+    with write_tx(engine) as conn:
+        if action in (ContactStatus.bounced.value, ContactStatus.blocked.value):
+            conn.execute(update(contacts).where(contacts.c.id == contact_point_id).values(
+                status=action, status_reason=f"{channel} provider: {code} {message or ''}".strip()[:500],
+                updated_at=now))
+        elif action == "opt_out":
+            conn.execute(insert(consents).values(customer_id=customer_id, channel=channel, purpose="marketing",
+                                                 granted=False, at=now, source=f"{channel}_provider_opt_out",
+                                                 wording=f"provider code {code}", recorded_at=now))
+
+
+def mark_stale_in_flight(engine: Engine, campaign: str, current_run: str) -> list[int]:
+    """Touches of earlier runs of ``campaign`` still ``claimed`` (a run died mid-send): mark them ``unknown``.
+
+    They are reported, never resent blindly: their locks stay, so nobody is contacted twice.
+    """
+    with engine.connect() as conn:
+        stale = list(conn.execute(select(touches.c.id).where(touches.c.campaign == campaign,
+                                                              touches.c.status == "claimed",
+                                                              touches.c.run_id != current_run)).scalars())
+    move(engine, [{"touch_id": tid, "status": "unknown",
+                   "detail": "the run that claimed it stopped before recording the send"} for tid in stale])
+    return stale
+
+
+def due_deferred(engine: Engine, campaign: str, now: datetime) -> list[dict[str, Any]]:
+    """Deferred touches of ``campaign`` whose quiet hours are over."""
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            select(touches).where(touches.c.campaign == campaign, touches.c.status == "deferred",
+                                  touches.c.due_at <= now).order_by(touches.c.id))]
+
+
+def history(engine: Engine, *, customer: str | None = None, campaign: str | None = None, channel: str | None = None,
+            status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Touches and decisions, newest last, with the consent relied upon."""
+    query = (select(touches.c.id, touches.c.created_at, customers.c.external_id.label("customer"),
+                    touches.c.person_key, touches.c.campaign, touches.c.run_id, touches.c.offer, touches.c.purpose,
+                    touches.c.channel, touches.c.address, touches.c.status, touches.c.reason, touches.c.detail,
+                    touches.c.template, touches.c.template_hash, touches.c.body_hash, touches.c.provider_message_id,
+                    touches.c.error_code, touches.c.error_message, touches.c.sent_at, touches.c.due_at,
+                    touches.c.consent_id, consents.c.at.label("consent_at"), consents.c.source.label("consent_source"),
+                    consents.c.wording.label("consent_wording"))
+             .outerjoin(customers, customers.c.id == touches.c.customer_id)
+             .outerjoin(consents, consents.c.id == touches.c.consent_id)
+             .order_by(touches.c.id))
+    if customer:
+        person = select(func.coalesce(customers.c.person_id, customers.c.id)).where(
+            customers.c.external_id == customer).scalar_subquery()
+        query = query.where(or_(customers.c.external_id == customer, touches.c.person_key == cast(person, String)))
+    if campaign:
+        query = query.where(touches.c.campaign == campaign)
+    if channel:
+        query = query.where(touches.c.channel == channel)
+    if status:
+        query = query.where(touches.c.status == status)
+    if limit:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+

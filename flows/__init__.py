@@ -1,0 +1,1 @@
+"""When: campaign and reminder flows (Prefect), thin over ``flows.engine``'s plain functions."""
