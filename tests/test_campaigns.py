@@ -1,0 +1,224 @@
+"""Campaign runs on SQLite and PostgreSQL: decisions, claims, caps, quiet hours, fallbacks, crash safety."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from channels.errors import AddressRejected, OptedOut
+from crm.importing import import_file
+from crm.models import Consent, ContactLock, ContactPoint, Touch, TouchEvent
+from crm.persons import refresh_persons
+from flows import engine as campaign_engine
+from flows.spec import CampaignSpec, SpecError, load_spec
+from segments.stats import refresh
+from tests.helpers import run_cli, run_json, write_csv
+from touchflow.settings import Settings
+
+NOON = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)    # 12:00 Moscow
+NIGHT = datetime(2026, 11, 23, 20, 0, tzinfo=timezone.utc)  # 23:00 Moscow
+touches = Touch.__table__
+
+
+def build_base(engine, tmp_path: Path, n: int = 12) -> None:
+    """n customers P01..: email + phone; P02 and P03 are one person (shared phone); consent varies."""
+    rows, consents = [], []
+    for i in range(1, n + 1):
+        phone = "+79160000002" if i == 3 else f"+7916000{i:04d}"
+        rows.append([f"P{i:02d}", f"Клиент {i}", f"Имя{i}", "Europe/Moscow", f"p{i}@mail.ru", phone, "yes"])
+        if i != 5:  # P05 never consented
+            for channel in ("email", "sms", "call"):
+                consents.append([f"P{i:02d}", channel, "marketing", "granted", "2025-01-01 10:00"])
+    consents.append(["P06", "email", "marketing", "revoked", "2026-01-01 10:00"])
+    import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "first_name", "timezone",
+                                                                    "email", "phone", "attr.target"], rows))
+    import_file(engine, "consents", write_csv(tmp_path / "k.csv", ["customer", "channel", "purpose", "status", "at"],
+                                              consents))
+    refresh_persons(engine)
+    refresh(engine)
+
+
+def spec(**kwargs) -> CampaignSpec:
+    values = dict(name="promo", rule={"attribute": "target", "equals": "yes"}, purpose="marketing", offer="promo-1",
+                  template="winback", channels=["email", "sms"], offer_values={"discount_percent": 15})
+    values.update(kwargs)
+    return CampaignSpec(**values)
+
+
+def settings(tmp_path: Path, **kwargs) -> Settings:
+    values = dict(email_transport="memory", sms_transport="memory", voice_transport="memory",
+                  telegram_transport="memory", outbox_dir=str(tmp_path / "outbox"), send_attempts=1)
+    values.update(kwargs)
+    return Settings(**values)
+
+
+def run(engine, the_spec, tmp_path, *, now=NOON, dry_run=False, plant=None, **kwargs):
+    """Run a campaign directly; ``plant`` maps an address to an error its channel raises."""
+    r = campaign_engine.start(engine, the_spec, dry_run=dry_run, now=now, settings=settings(tmp_path, **kwargs))
+    for name in the_spec.channels:
+        channel = campaign_engine._channel(r, name)
+        if plant and hasattr(channel, "fail_with"):
+            channel.fail_with.update(plant)
+    campaign_engine.process_deferred(r)
+    for page in campaign_engine.segment_pages(r, 5):
+        campaign_engine.process_batch(r, page)
+    return campaign_engine.finish(r), r
+
+
+def history(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(select(touches).order_by(touches.c.id)).all()
+
+
+def test_every_selected_customer_ends_in_the_history_once(engine, tmp_path):
+    build_base(engine, tmp_path)
+    summary, r = run(engine, spec(), tmp_path)
+    rows = history(engine)
+    assert summary["selected"] == 12
+    assert len(rows) == 12 and len({row.customer_id for row in rows}) == 12
+    reasons = Counter(row.reason for row in rows if row.status == "skipped")
+    assert reasons == {"no_consent": 1, "same_person": 1}             # P05; P03 shares P02's phone
+    opted = next(row for row in rows if row.address == "p6@mail.ru" or row.customer_id == 6)
+    assert opted.channel == "sms"                                       # P06 revoked email: falls to sms
+    sent = [row for row in rows if row.status == "sent"]
+    assert len(sent) == 10 and all(row.consent_id and row.template == "winback" and row.template_hash for row in sent)
+    assert all(row.body and "15%" in row.body and row.provider_message_id for row in sent)
+    outbox = r.channels["email"].outbox
+    assert len(outbox) == 9 and all(m.unsubscribe_url and "/unsubscribe/" in m.unsubscribe_url for m in outbox)
+    with engine.connect() as conn:
+        moves = conn.execute(select(TouchEvent.__table__.c.status)).scalars().all()
+    assert Counter(moves) == {"claimed": 10, "sent": 10}
+
+
+def test_a_rerun_sends_nothing_and_says_why(engine, tmp_path):
+    build_base(engine, tmp_path)
+    run(engine, spec(), tmp_path)
+    summary, r = run(engine, spec(), tmp_path)
+    assert summary["channels"] == {}
+    assert summary["not_contacted"] == {"cooling_down": 10, "no_consent": 1, "same_person": 1}
+    assert r.channels["email"].outbox == []
+
+
+def test_the_same_offer_is_not_given_twice_by_another_campaign_but_the_cap_counts_all(engine, tmp_path):
+    build_base(engine, tmp_path)
+    run(engine, spec(), tmp_path)
+    other, _ = run(engine, spec(name="promo-rep-2", channels=["sms"]), tmp_path)
+    assert other["not_contacted"]["cooling_down"] == 10
+    capped, _ = run(engine, spec(name="another", offer="promo-2", policy={"cap_max": 1}), tmp_path)
+    assert capped["not_contacted"]["capped"] == 10
+    allowed, _ = run(engine, spec(name="third", offer="promo-3", policy={"cap_max": 2}), tmp_path)
+    assert sum(c.get("sent", 0) for c in allowed["channels"].values()) == 10
+
+
+def test_quiet_hours_defer_and_a_later_run_sends(engine, tmp_path):
+    build_base(engine, tmp_path)
+    night, _ = run(engine, spec(), tmp_path, now=NIGHT)
+    assert night["channels"] == {"email": {"deferred": 9}, "sms": {"deferred": 1}}
+    deferred = [row for row in history(engine) if row.status == "deferred"]
+    assert {row.due_at for row in deferred} == {datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)}
+    early, _ = run(engine, spec(), tmp_path, now=datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc))
+    assert early["channels"] == {}
+    morning, r = run(engine, spec(), tmp_path, now=datetime(2026, 11, 24, 7, 0, tzinfo=timezone.utc))
+    assert len(r.channels["email"].outbox) == 9
+    statuses = Counter(row.status for row in history(engine) if row.run_id == deferred[0].run_id)
+    assert statuses["sent"] == 10
+
+
+def test_permanent_failures_fall_back_and_mark_the_address(engine, tmp_path):
+    build_base(engine, tmp_path)
+    plant = {"p1@mail.ru": AddressRejected("550 no such user", code=550, channel="email"),
+             "+79160000004": OptedOut("21610", code=21610, channel="sms")}
+    summary, r = run(engine, spec(channels=["email", "sms"]), tmp_path, plant=plant)
+    rows = history(engine)
+    p1 = [row for row in rows if row.customer_id == 1]
+    assert [(row.channel, row.status) for row in p1] == [("email", "failed"), ("sms", "sent")]
+    assert p1[0].error_code == "550"
+    with engine.connect() as conn:
+        status = conn.execute(select(ContactPoint.__table__.c.status).where(
+            ContactPoint.__table__.c.value == "p1@mail.ru")).scalar_one()
+        locks = conn.execute(select(func.count()).select_from(ContactLock.__table__)
+                             .where(ContactLock.__table__.c.touch_id == p1[0].id)).scalar_one()
+    assert status == "bounced" and locks == 0
+    # P04's sms is only a fallback when email fails; plant an email failure for P04 too
+    plant = {"p4@mail.ru": AddressRejected("550", code=550, channel="email"),
+             "+79160000004": OptedOut("21610", code=21610, channel="sms")}
+    run(engine, spec(name="again", offer="promo-9"), tmp_path, plant=plant)
+    with engine.connect() as conn:
+        revoked = conn.execute(select(Consent.__table__).where(Consent.__table__.c.customer_id == 4,
+                                                                Consent.__table__.c.granted.is_(False))).all()
+    assert [(c.channel, c.source) for c in revoked] == [("sms", "sms_provider_opt_out")]
+
+
+def test_holdout_and_dry_run_send_and_claim_nothing(engine, tmp_path):
+    build_base(engine, tmp_path)
+    dry, r = run(engine, spec(), tmp_path, dry_run=True)
+    assert dry["channels"] == {"email": {"would_send": 9}, "sms": {"would_send": 1}}
+    assert dry["samples"] and "15%" in dry["samples"][0]["text"]
+    assert history(engine) == [] and r.channels["email"].outbox == []
+    held, r = run(engine, spec(name="control", holdout_percent=100), tmp_path)
+    assert held["not_contacted"] == {"holdout": 12} and r.channels["email"].outbox == []
+
+
+def test_in_flight_touches_of_a_dead_run_become_unknown_not_resent(engine, tmp_path):
+    build_base(engine, tmp_path)
+    r = campaign_engine.start(engine, spec(), now=NOON, settings=settings(tmp_path))
+    original = campaign_engine.send_claimed
+    campaign_engine.send_claimed = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for page in campaign_engine.segment_pages(r, 50):
+                campaign_engine.process_batch(r, page)
+    finally:
+        campaign_engine.send_claimed = original
+    assert Counter(row.status for row in history(engine)) == {"claimed": 10, "skipped": 2}, [(r.customer_id, r.status, r.reason) for r in history(engine)]
+    summary, r2 = run(engine, spec(), tmp_path)
+    assert summary["other"]["unknown_from_earlier_runs"] == 10
+    assert r2.channels["email"].outbox == []
+    assert Counter(row.status for row in history(engine))["unknown"] == 10
+
+
+def test_bad_specs_fail_before_anything_is_selected(tmp_path, engine, cli_env):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: Bad Name\npurpose: spam\noffer: x\ntemplate: winback\nchannels: [fax]\nsegment: s\n"
+                    "colour: red\n", encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    text = str(err.value)
+    assert str(path) in text and "name:" in text and "purpose:" in text and "channels.0" in text and "colour" in text
+    result = run_cli("campaign", "run", path, "--direct")
+    assert result.exit_code == 1 and "bad.yaml" in result.output
+    good = tmp_path / "good.yaml"
+    good.write_text("name: ok\npurpose: marketing\noffer: x\ntemplate: winback\nchannels: [telegram]\n"
+                    "segment: nope\n", encoding="utf-8")
+    assert "unknown segment 'nope'" in run_cli("campaign", "check", good).output
+    good.write_text("name: ok\npurpose: marketing\noffer: x\ntemplate: winback\nchannels: [telegram]\n"
+                    "segment: champions\n", encoding="utf-8")
+    assert "has no part for telegram" in run_cli("campaign", "check", good).output
+
+
+def test_campaign_and_history_commands(engine, cli_env, tmp_path, monkeypatch):
+    build_base(engine, tmp_path)
+    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
+    from touchflow.settings import reset_settings
+
+    reset_settings()
+    path = tmp_path / "promo.yaml"
+    path.write_text("name: promo\npurpose: marketing\noffer: promo-1\ntemplate: winback\nchannels: [email, sms]\n"
+                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    dry = run_json("campaign", "run", path, "--direct", "--dry-run")
+    assert dry["channels"]["email"]["would_send"] == 9
+    done = run_json("campaign", "run", path, "--direct")
+    assert done["channels"]["email"]["sent"] == 9
+    assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 9
+    rows = run_json("history", "--campaign", "promo")["rows"]
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"sent", "skipped"}
+    person = run_json("history", "--customer", "P03")["rows"]
+    assert {r["customer"] for r in person} == {"P02", "P03"}           # the whole person
+    sent = next(r for r in person if r["status"] == "sent")
+    assert sent["consent_source"] == "import:k.csv" and sent["consent_at"].startswith("2025-01-01")
+    csv_out = run_cli("history", "--campaign", "promo", "--format", "csv").stdout
+    assert csv_out.splitlines()[0].startswith("id,created_at,customer") and len(csv_out.splitlines()) == 13
