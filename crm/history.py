@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, delete, func, insert, or_, select, update
+from sqlalchemy import String, bindparam, cast, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -40,7 +40,9 @@ contacts = ContactPoint.__table__
 consents = Consent.__table__
 
 FINAL = ("sent", "delivered", "failed", "unknown", "skipped")
-ORDER = {"deferred": 0, "claimed": 1, "sent": 2, "delivered": 3, "failed": 3, "unknown": 3, "skipped": 3}
+ORDER = {"deferred": 0, "claimed": 1, "sending": 2, "sent": 3, "delivered": 4, "failed": 4, "unknown": 4,
+         "skipped": 4}
+RELEASING = ("failed", "skipped")  # not delivered for sure: the person's locks are freed
 TOUCH_COLUMNS = ("claim_key", "person_key", "customer_id", "campaign", "run_id", "offer", "purpose", "channel",
                  "contact_point_id", "address", "status", "reason", "detail", "template", "template_hash", "body",
                  "body_hash", "consent_id", "manager_id", "created_at", "updated_at", "due_at")
@@ -186,32 +188,45 @@ def _refusal(row: dict[str, Any], reason: str, detail: str | None = None) -> dic
 
 
 def move(engine: Engine, moves: list[dict[str, Any]]) -> None:
-    """Apply status moves ``{touch_id, status, detail?, provider_message_id?, error_code?, error_message?}``.
+    """Apply status moves ``{touch_id, status, detail?, provider_message_id?, error_code?, error_message?, reason?}``.
 
-    A status only moves forward (claimed → sent → delivered; failed / unknown are final), so replayed or
-    out-of-order reports leave one consistent touch. Every move is also a ``touch_events`` row.
+    A status only moves forward (claimed → sending → sent → delivered; failed / unknown / skipped are
+    final), so replayed or out-of-order reports leave one consistent touch. Every move that happens is
+    also a ``touch_events`` row. A few statements per call, whatever the number of moves.
     """
     if not moves:
         return
     now = utcnow()
+    ids = [m["touch_id"] for m in moves]
     with write_tx(engine) as conn:
+        current: dict[int, str] = {}
+        for chunk in _chunks(ids):
+            query = select(touches.c.id, touches.c.status).where(touches.c.id.in_(chunk))
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            current.update(dict(conn.execute(query).all()))
+        updates, new_events, released = [], [], []
         for item in moves:
-            status = item["status"]
-            lower = [s for s, rank in ORDER.items() if rank < ORDER[status]]
-            values: dict[str, Any] = {"status": status, "updated_at": now}
-            for key in ("provider_message_id", "error_code", "error_message", "reason", "detail"):
-                if item.get(key) is not None:
-                    values[key] = item[key]
-            if status == "sent":
-                values["sent_at"] = now
-            if status == "delivered":
-                values["delivered_at"] = now
-            result = conn.execute(update(touches).where(touches.c.id == item["touch_id"], touches.c.status.in_(lower))
-                                  .values(**values))
-            if result.rowcount:
-                conn.execute(insert(events).values(touch_id=item["touch_id"], status=status, at=now,
-                                                   detail=item.get("detail") or item.get("error_message")))
-        released = [m["touch_id"] for m in moves if m["status"] == "failed"]
+            status, old = item["status"], current.get(item["touch_id"])
+            if old is None or ORDER.get(old, 9) >= ORDER[status]:
+                continue
+            current[item["touch_id"]] = status
+            row = {"b_id": item["touch_id"], "status": status, "updated_at": now,
+                   "sent_at": now if status == "sent" else None, "delivered_at": now if status == "delivered" else None}
+            row.update({key: item.get(key) for key in ("provider_message_id", "error_code", "error_message", "reason",
+                                                       "detail")})
+            updates.append(row)
+            new_events.append({"touch_id": item["touch_id"], "status": status, "at": now,
+                               "detail": item.get("detail") or item.get("error_message")})
+            if status in RELEASING:
+                released.append(item["touch_id"])
+        if updates:
+            keep = {name: func.coalesce(bindparam(name), touches.c[name])
+                    for name in ("provider_message_id", "error_code", "error_message", "reason", "detail", "sent_at",
+                                 "delivered_at")}
+            conn.execute(update(touches).where(touches.c.id == bindparam("b_id"))
+                         .values(status=bindparam("status"), updated_at=bindparam("updated_at"), **keep), updates)
+            bulk_insert(conn, events, ("touch_id", "status", "at", "detail"), new_events)
         for chunk in _chunks(released):
             conn.execute(delete(locks).where(locks.c.touch_id.in_(chunk), locks.c.scope != "call"))
 
@@ -231,18 +246,26 @@ def apply_address_action(engine: Engine, contact_point_id: int, customer_id: int
                                                  wording=f"provider code {code}", recorded_at=now))
 
 
-def mark_stale_in_flight(engine: Engine, campaign: str, current_run: str) -> list[int]:
-    """Touches of earlier runs of ``campaign`` still ``claimed`` (a run died mid-send): mark them ``unknown``.
+def mark_stale_in_flight(engine: Engine, campaign: str, current_run: str) -> tuple[list[int], list[int]]:
+    """Clean up after a run of ``campaign`` that died: return (unknown, released) touch ids.
 
-    They are reported, never resent blindly: their locks stay, so nobody is contacted twice.
+    Touches handed to the provider (``sending``) may or may not have left: they become ``unknown``,
+    are reported and never resent blindly (their locks stay). Touches still ``claimed`` were never
+    handed over: they are closed as ``skipped`` (run_interrupted) and their locks freed, so this run
+    contacts those people once.
     """
     with engine.connect() as conn:
-        stale = list(conn.execute(select(touches.c.id).where(touches.c.campaign == campaign,
-                                                              touches.c.status == "claimed",
-                                                              touches.c.run_id != current_run)).scalars())
+        rows = conn.execute(select(touches.c.id, touches.c.status).where(
+            touches.c.campaign == campaign, touches.c.status.in_(("claimed", "sending")),
+            touches.c.run_id != current_run)).all()
+    unknown = [r.id for r in rows if r.status == "sending"]
+    released = [r.id for r in rows if r.status == "claimed"]
     move(engine, [{"touch_id": tid, "status": "unknown",
-                   "detail": "the run that claimed it stopped before recording the send"} for tid in stale])
-    return stale
+                   "detail": "the run that sent it stopped before recording the provider's answer"} for tid in unknown]
+         + [{"touch_id": tid, "status": "skipped", "reason": "run_interrupted",
+             "detail": "the run that claimed it stopped before sending; released for the next run"}
+            for tid in released])
+    return unknown, released
 
 
 def due_deferred(engine: Engine, campaign: str, now: datetime) -> list[dict[str, Any]]:

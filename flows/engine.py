@@ -47,6 +47,7 @@ runs = CampaignRun.__table__
 touches = Touch.__table__
 locks = ContactLock.__table__
 SAMPLE_SIZE = 3
+SEND_CHUNK = 50  # touches marked sending per step: what a crash can leave unknown
 
 
 @dataclass
@@ -92,8 +93,9 @@ def start(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, now: dat
         conn.execute(insert(runs).values(id=run.run_id, campaign=spec.name, dry_run=dry_run, started_at=now,
                                          status="running", summary={}))
     if not dry_run:
-        stale = mark_stale_in_flight(engine, spec.name, run.run_id)
-        run.counts["unknown_from_earlier_runs"] += len(stale)
+        unknown, released = mark_stale_in_flight(engine, spec.name, run.run_id)
+        run.counts["unknown_from_earlier_runs"] += len(unknown)
+        run.counts["released_from_earlier_runs"] += len(released)
         run.key = signing_key(engine, settings.secret_key.get_secret_value() if settings.secret_key else None)
     return run
 
@@ -213,24 +215,32 @@ def send_claimed(run: Run, claimed: list[Claimed], contexts: dict[int, dict], re
     by_channel: dict[str, list[Claimed]] = {}
     for item in claimed:
         by_channel.setdefault(item.decision.channel, []).append(item)
-    for name, items in by_channel.items():
+    for name, all_items in by_channel.items():
         channel = _channel(run, name)
-        messages = [_message(run, item, rendered[item.decision.customer_id]) for item in items]
-        results = asyncio.run(_send(channel, messages, run, name))
-        moves, fallbacks = [], []
-        for item, result in zip(items, results):
-            if isinstance(result, ChannelError):
-                moves.append(_failure_move(run, item, result))
-                if isinstance(result, PermanentError) and run.spec.fallback and item.decision.fallbacks:
-                    fallbacks.append((item, result))
-            else:
-                moves.append({"touch_id": item.touch_id, "status": "sent", "provider_message_id": result.provider_id,
-                              "detail": (f"refused: {result.refused}" if result.refused else None)})
-                run.counts[f"sent:{name}"] += 1
-        if fallbacks:
-            _fall_back(run, fallbacks, moves, contexts)
+        for start_at in range(0, len(all_items), SEND_CHUNK):
+            _send_chunk(run, channel, name, all_items[start_at:start_at + SEND_CHUNK], contexts, rendered)
+
+
+def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], contexts: dict[int, dict],
+                rendered: dict[int, Rendered]) -> None:
+    """Mark a chunk ``sending`` (committed), hand it to the provider, record each answer."""
+    move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items])
+    messages = [_message(run, item, rendered[item.decision.customer_id]) for item in items]
+    results = asyncio.run(_send(channel, messages, run, name))
+    moves, fallbacks = [], []
+    for item, result in zip(items, results):
+        if isinstance(result, ChannelError):
+            moves.append(_failure_move(run, item, result))
+            if isinstance(result, PermanentError) and run.spec.fallback and item.decision.fallbacks:
+                fallbacks.append((item, result))
         else:
-            move(run.engine, moves)
+            moves.append({"touch_id": item.touch_id, "status": "sent", "provider_message_id": result.provider_id,
+                          "detail": (f"refused: {result.refused}" if result.refused else None)})
+            run.counts[f"sent:{name}"] += 1
+    if fallbacks:
+        _fall_back(run, fallbacks, moves, contexts)
+    else:
+        move(run.engine, moves)
 
 
 async def _send(channel: Channel, messages: list[Message], run: Run, name: str):

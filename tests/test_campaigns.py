@@ -91,7 +91,7 @@ def test_every_selected_customer_ends_in_the_history_once(engine, tmp_path):
     assert len(outbox) == 9 and all(m.unsubscribe_url and "/unsubscribe/" in m.unsubscribe_url for m in outbox)
     with engine.connect() as conn:
         moves = conn.execute(select(TouchEvent.__table__.c.status)).scalars().all()
-    assert Counter(moves) == {"claimed": 10, "sent": 10}
+    assert Counter(moves) == {"claimed": 10, "sending": 10, "sent": 10}
 
 
 def test_a_rerun_sends_nothing_and_says_why(engine, tmp_path):
@@ -163,22 +163,42 @@ def test_holdout_and_dry_run_send_and_claim_nothing(engine, tmp_path):
     assert held["not_contacted"] == {"holdout": 12} and r.channels["email"].outbox == []
 
 
-def test_in_flight_touches_of_a_dead_run_become_unknown_not_resent(engine, tmp_path):
-    build_base(engine, tmp_path)
+def _die_in(engine, tmp_path, target: str) -> None:
+    """Start a run and kill it (KeyboardInterrupt) when it reaches ``flows.engine.<target>``."""
     r = campaign_engine.start(engine, spec(), now=NOON, settings=settings(tmp_path))
-    original = campaign_engine.send_claimed
-    campaign_engine.send_claimed = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+    original = getattr(campaign_engine, target)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    setattr(campaign_engine, target, die)
     try:
         with pytest.raises(KeyboardInterrupt):
             for page in campaign_engine.segment_pages(r, 50):
                 campaign_engine.process_batch(r, page)
     finally:
-        campaign_engine.send_claimed = original
-    assert Counter(row.status for row in history(engine)) == {"claimed": 10, "skipped": 2}, [(r.customer_id, r.status, r.reason) for r in history(engine)]
+        setattr(campaign_engine, target, original)
+
+
+def test_a_run_dead_before_sending_releases_its_claims_to_the_next_run(engine, tmp_path):
+    build_base(engine, tmp_path)
+    _die_in(engine, tmp_path, "send_claimed")
+    assert Counter(row.status for row in history(engine)) == {"claimed": 10, "skipped": 2}
     summary, r2 = run(engine, spec(), tmp_path)
-    assert summary["other"]["unknown_from_earlier_runs"] == 10
+    assert summary["other"]["released_from_earlier_runs"] == 10
+    assert len(r2.channels["email"].outbox) == 9 and len(r2.channels["sms"].outbox) == 1
+    assert Counter(row.reason for row in history(engine) if row.status == "skipped")["run_interrupted"] == 10
+
+
+def test_touches_handed_over_when_a_run_died_become_unknown_and_are_not_resent(engine, tmp_path):
+    build_base(engine, tmp_path)
+    _die_in(engine, tmp_path, "_send")
+    assert Counter(row.status for row in history(engine))["sending"] == 9   # the email chunk was handed over
+    summary, r2 = run(engine, spec(), tmp_path)
+    assert summary["other"]["unknown_from_earlier_runs"] == 9
     assert r2.channels["email"].outbox == []
-    assert Counter(row.status for row in history(engine))["unknown"] == 10
+    statuses = Counter(row.status for row in history(engine))
+    assert statuses["unknown"] == 9
 
 
 def test_bad_specs_fail_before_anything_is_selected(tmp_path, engine, cli_env):

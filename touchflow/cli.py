@@ -871,3 +871,5 @@ def history_command(
                       row["channel"] or "", row["status"], row["reason"] or "", row["consent_source"] or "",
                       (row["detail"] or "")[:60])
     console.print(table)
+if __name__ == "__main__":
+    app()
