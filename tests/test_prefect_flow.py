@@ -1,0 +1,46 @@
+"""The campaign runs as a real Prefect flow (a temporary server, one task per batch)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="touchflow-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from crm.models import CampaignRun, Touch  # noqa: E402
+from flows.campaign import campaign_flow  # noqa: E402
+from tests.test_campaigns import build_base  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_campaign_flow_runs_batches_as_tasks(harness, engine, cli_env, tmp_path, monkeypatch):
+    build_base(engine, tmp_path)
+    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
+    from touchflow.settings import reset_settings
+
+    reset_settings()
+    path = tmp_path / "promo.yaml"
+    path.write_text("name: promo\npurpose: marketing\noffer: promo-1\ntemplate: winback\nchannels: [email, sms]\n"
+                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    state = campaign_flow(str(path), batch_size=100, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["channels"] == {"email": {"sent": 9}, "sms": {"sent": 1}}
+    assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 9
+    with engine.connect() as conn:
+        runs = conn.execute(select(CampaignRun.__table__)).all()
+        sent = conn.execute(select(Touch.__table__).where(Touch.__table__.c.status == "sent")).all()
+    assert [r.status for r in runs] == ["finished"] and len(sent) == 10
+    again = campaign_flow(str(path), batch_size=100)
+    assert again["channels"] == {} and again["not_contacted"]["cooling_down"] == 10
