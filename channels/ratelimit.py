@@ -18,6 +18,7 @@ class RateLimiter:
         self._updated = time.monotonic()
         self._paused_until = 0.0
         self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (a provider's retry-after)."""
@@ -25,8 +26,9 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait until a send is allowed."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:  # the bucket outlives event loops; its lock may not
+            self._lock, self._loop = asyncio.Lock(), loop
         async with self._lock:
             while True:
                 now = time.monotonic()

@@ -256,12 +256,18 @@ def demo(
     customers: int = typer.Option(300, "--customers", min=60, help="How many customers to generate."),
     directory: Path = typer.Option(Path("touchflow-demo"), "--dir", help="Where the demo base and files go."),
     seed: int = typer.Option(7, "--seed", help="Random seed (same seed, same base)."),
+    base_only: bool = typer.Option(False, "--base-only", help="Build the base; run no campaigns."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Build (or rebuild) a demo base exercising every scenario in MISSION.md, through the real importer."""
+    """Build a demo base for every scenario in MISSION.md and run its campaigns end to end.
+
+    The base goes in through the real importer (dirty rows included); then the campaigns run on the
+    embedded default: SQLite, a local SMTP server writing received mail to DIR/outbox/email, file
+    outboxes for SMS, voice and Telegram, call tasks for the three reps.
+    """
     from touchflow.demo import run_demo
 
-    result = run_demo(directory, customers=customers, seed=seed, quiet=as_json)
+    result = run_demo(directory, customers=customers, seed=seed, quiet=as_json, campaigns=not base_only)
     if as_json:
         print_json(result)
 

@@ -272,14 +272,73 @@ def write_files(data: DemoData, directory: Path) -> dict[str, Path]:
     return paths
 
 
+DEMO_CAMPAIGNS = ("business_cards_refill", "haircut_followup", "car_service_call", "birthday_trip",
+                  "cat_food_thanks", "winback", "isp_tv_package_ivanova", "isp_tv_package_petrov",
+                  "isp_tv_package_sidorov")
+CAMPAIGNS_DIR = Path(__file__).resolve().parents[1] / "campaigns"
+
+
+class _MailboxHandler:
+    """aiosmtpd handler that writes every received message to ``outbox/email`` as an .eml file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        name = f"{self.count:05d}-{envelope.rcpt_tos[0].replace('@', '_at_')}.eml"
+        (self.folder / name).write_bytes(envelope.original_content)
+        return "250 Message accepted for delivery"
+
+
+def run_scenarios(url: str, directory: Path, *, today: date) -> list[dict[str, Any]]:
+    """Run the mission's campaigns on the demo base: a local SMTP server, file outboxes, call tasks."""
+    import socket
+    from datetime import datetime, time, timezone
+    from zoneinfo import ZoneInfo
+
+    from aiosmtpd.controller import Controller
+
+    from flows.engine import run_campaign
+    from flows.spec import load_spec
+    from touchflow.settings import Settings
+
+    mailbox = directory / "outbox" / "email"
+    mailbox.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(_MailboxHandler(mailbox), hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = Settings(database_url=url, email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port,
+                        sms_transport="file", voice_transport="file", telegram_transport="file",
+                        call_transport="tasks", outbox_dir=str(directory / "outbox"), company_name="touchflow demo",
+                        public_url="http://127.0.0.1:8000")
+    noon = datetime.combine(today, time(12, 0), tzinfo=ZoneInfo("Europe/Moscow")).astimezone(timezone.utc)
+    engine = make_engine(url)
+    summaries = []
+    try:
+        for name in DEMO_CAMPAIGNS:
+            summaries.append(run_campaign(engine, load_spec(CAMPAIGNS_DIR / f"{name}.yaml"), now=noon, as_of=today,
+                                          settings=settings))
+    finally:
+        controller.stop()
+        engine.dispose()
+    return summaries
+
+
 def run_demo(directory: Path, *, customers: int = 300, seed: int = 7, quiet: bool = False,
-             today: date | None = None) -> dict[str, Any]:
+             today: date | None = None, campaigns: bool = True) -> dict[str, Any]:
     """Recreate the demo database in ``directory`` and import a generated base into it."""
     today = today or date.today()
     directory = directory.resolve()
     db_path = directory / "touchflow-demo.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(directory / "outbox", ignore_errors=True)
     url = f"sqlite:///{db_path}"
     engine = make_engine(url)
     upgrade(engine)
@@ -304,9 +363,29 @@ def run_demo(directory: Path, *, customers: int = 300, seed: int = 7, quiet: boo
         "people_with_several_records": len(groups),
     }
     engine.dispose()
+    if campaigns:
+        result["campaigns"] = [{k: v for k, v in summary.items() if k != "samples"}
+                               for summary in run_scenarios(url, directory, today=today)]
+        result["outbox"] = str(directory / "outbox")
+        result["call_tasks"] = _call_tasks(url)
     if not quiet:
         _print(result)
     return result
+
+
+def _call_tasks(url: str) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from crm.models import CallTask
+
+    engine = make_engine(url)
+    tasks, managers = CallTask.__table__, Manager.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(managers.c.name, func.count(tasks.c.id)).join(tasks, tasks.c.manager_id ==
+                                                                                 managers.c.id)
+                            .group_by(managers.c.name).order_by(managers.c.name)).all()
+    engine.dispose()
+    return {name: count for name, count in rows}
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -324,6 +403,22 @@ def _print(result: dict[str, Any]) -> None:
                        "people with several records": result["people_with_several_records"]}.items():
         base.add_row(key, str(value))
     console.print(base)
+    if "campaigns" in result:
+        runs = Table(title="campaigns run on the demo base (as of noon, Moscow time)")
+        for column in ("campaign", "selected", "contacted", "not contacted (why)"):
+            runs.add_column(column)
+        for summary in result["campaigns"]:
+            contacted = ", ".join(f"{channel} {counts.get('sent', 0)}" + (
+                f" (+{counts['deferred']} deferred)" if counts.get("deferred") else "")
+                for channel, counts in sorted(summary["channels"].items()))
+            why = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["not_contacted"].items()))
+            runs.add_row(summary["campaign"], str(summary["selected"]), contacted or "—", why or "—")
+        console.print(runs)
+        console.print("call tasks per rep: " + ", ".join(f"{k} {v}" for k, v in result["call_tasks"].items()),
+                      highlight=False)
+        console.print(f"Received mail, SMS, voice and Telegram messages: {result['outbox']}/", highlight=False)
+        console.print("Customer G (three records, three reps, one offer) got one call: "
+                      "touchflow history --customer ISP-G1", highlight=False)
     console.print(f"Explore it:  export TOUCHFLOW_DATABASE_URL={result['database_url']}\n"
                   "             touchflow stats; touchflow customers duplicates; touchflow customers show ISP-G1",
                   highlight=False)
