@@ -1,43 +1,82 @@
-"""Build the bytes of an email: multipart/alternative (plain + HTML), UTF-8, one-click unsubscribe.
+"""Build the bytes of an email: multipart/alternative (plain + HTML), UTF-8 base64, one-click unsubscribe.
 
-Uses the compat32 ``email.mime`` classes: a third of ``EmailMessage``'s cost per message.
+Written directly rather than through ``email.message``: building the MIME tree costs more than
+rendering and sending together (~2.5 ms with the default policy, ~0.7 ms with compat32); this
+writes the same structure in a fraction of that. Non-ASCII headers become RFC 2047 encoded words;
+bodies are base64 in 76-character lines.
 """
 
 from __future__ import annotations
 
-from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.utils import formataddr, formatdate, make_msgid
+import base64
+import os
+import time
+import uuid
+from email.utils import formataddr, formatdate
 
 from channels.base import Message
 
+_CRLF = "\r\n"
+_date_cache: tuple[int, str] = (0, "")
 
-def _header(value: str) -> str | Header:
-    return value if value.isascii() else Header(value, "utf-8")
+
+def _date() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def encode_word(value: str) -> str:
+    """An RFC 2047 header value: ASCII as it is, otherwise UTF-8 base64 encoded words of ≤ 45 bytes each."""
+    if value.isascii():
+        return value
+    words, chunk = [], b""
+    for char in value:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > 45:
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    if chunk:
+        words.append(chunk)
+    return (_CRLF + " ").join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+
+
+def _body(text: str) -> str:
+    data = base64.encodebytes(text.encode("utf-8")).decode()
+    return data.replace("\n", _CRLF)
+
+
+def _part(subtype: str, text: str) -> str:
+    return (f"Content-Type: text/{subtype}; charset=\"utf-8\"{_CRLF}Content-Transfer-Encoding: base64{_CRLF}{_CRLF}"
+            f"{_body(text)}")
 
 
 def build_email(message: Message, from_address: str, *, domain: str | None = None) -> tuple[bytes, str]:
     """Return (RFC 5322 bytes, Message-ID) for ``message``."""
     domain = domain or from_address.rpartition("@")[2] or "touchflow.local"
-    message_id = make_msgid(idstring=(message.reference or None) and message.reference.replace(":", ".")[:40],
-                             domain=domain)
-    if message.html:
-        mime = MIMEMultipart("alternative")
-        mime.attach(MIMEText(message.text or "", "plain", "utf-8"))
-        mime.attach(MIMEText(message.html, "html", "utf-8"))
-    else:
-        mime = MIMEText(message.text or "", "plain", "utf-8")
-    name = message.from_name
-    mime["From"] = formataddr((str(Header(name, "utf-8")) if name and not name.isascii() else name or "",
-                               from_address)) if name else from_address
-    mime["To"] = message.to
-    mime["Subject"] = _header(message.subject or "")
-    mime["Date"] = formatdate(localtime=False, usegmt=True)
-    mime["Message-ID"] = message_id
+    reference = (message.reference or "").replace(":", ".")[:40]
+    message_id = f"<{uuid.uuid4().hex}{'.' + reference if reference else ''}@{domain}>"
+    sender = from_address
+    if message.from_name:
+        sender = f"{encode_word(message.from_name)} <{from_address}>" if not message.from_name.isascii() else \
+            formataddr((message.from_name, from_address))
+    headers = [f"From: {sender}", f"To: {message.to}", f"Subject: {encode_word(message.subject or '')}",
+               f"Date: {_date()}", f"Message-ID: {message_id}", "MIME-Version: 1.0"]
     if message.unsubscribe_url:
-        mime["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
-        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        headers.append(f"List-Unsubscribe: <{message.unsubscribe_url}>")
+        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     for key, value in message.headers.items():
-        mime[key] = _header(value)
-    return mime.as_bytes(), message_id
+        headers.append(f"{key}: {encode_word(value)}")
+    if message.html:
+        boundary = f"=_tf_{os.urandom(12).hex()}"
+        headers.append(f"Content-Type: multipart/alternative; boundary=\"{boundary}\"")
+        body = (f"--{boundary}{_CRLF}{_part('plain', message.text or '')}{_CRLF}--{boundary}{_CRLF}"
+                f"{_part('html', message.html)}{_CRLF}--{boundary}--{_CRLF}")
+    else:
+        headers.append("Content-Type: text/plain; charset=\"utf-8\"")
+        headers.append("Content-Transfer-Encoding: base64")
+        body = _body(message.text or "")
+    return (_CRLF.join(headers) + _CRLF + _CRLF + body).encode("ascii"), message_id

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -79,18 +80,24 @@ def templates_dir() -> Path:
     return Path(os.environ.get("TOUCHFLOW_TEMPLATES_DIR") or SHIPPED)
 
 
-def _locale(value: str | None) -> str:
-    return (value or "ru_RU").replace("-", "_")
+@lru_cache(maxsize=64)
+def _locale(value: str | None) -> Locale:
+    return Locale.parse((value or "ru_RU").replace("-", "_"))
+
+
+@lru_cache(maxsize=64)
+def _whole_currency_pattern(locale: Locale) -> str:
+    return locale.currency_formats["standard"].pattern.replace(".00", "").replace(",00", "")
 
 
 def money(amount: Any, currency: str = "RUB", locale: str = "ru_RU") -> str:
     """``1 500 ₽`` (no kopecks when the amount is whole), in the customer's locale."""
     value = Decimal(str(amount))
+    loc = _locale(locale)
     if value == value.to_integral_value():
-        pattern = Locale.parse(_locale(locale)).currency_formats["standard"].pattern.replace(".00", "").replace(
-            ",00", "")
-        return format_currency(value, currency, format=pattern, locale=_locale(locale), currency_digits=False)
-    return format_currency(value, currency, locale=_locale(locale))
+        return format_currency(value, currency, format=_whole_currency_pattern(loc), locale=loc,
+                               currency_digits=False)
+    return format_currency(value, currency, locale=loc)
 
 
 def number(value: Any, locale: str = "ru_RU") -> str:
@@ -110,7 +117,7 @@ def day_month(value: Any, locale: str = "ru_RU", pattern: str = "d MMMM") -> str
 def plural(count: Any, one: str, few: str, many: str | None = None, locale: str = "ru_RU") -> str:
     """``1 день``, ``2 дня``, ``5 дней``: the count and the word form its plural category takes."""
     n = int(count) if float(count).is_integer() else float(count)
-    category = Locale.parse(_locale(locale)).plural_form(n)
+    category = _locale(locale).plural_form(n)
     word = {"one": one, "few": few, "many": many or few, "other": many or few}.get(category, many or few)
     return f"{n} {word}"
 
@@ -199,16 +206,40 @@ def _template_line(exc: BaseException, path: str) -> int | None:
     return line
 
 
+_INFO: dict[tuple[str, str], tuple[tuple, str, list[str]]] = {}
+_CHECKED: dict[tuple[str, str], float] = {}
+
+
+def _info(name: str, root: Path) -> tuple[str, list[str]]:
+    """(version hash, channels) of a template, recomputed when one of its files changes (checked each second)."""
+    folder = root / name
+    key = (str(root), name)
+    cached = _INFO.get(key)
+    now = time.monotonic()
+    if cached is not None and now - _CHECKED.get(key, 0.0) < 1.0:
+        return cached[1], cached[2]
+    _CHECKED[key] = now
+    try:
+        signature = tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(folder)))
+    except FileNotFoundError:
+        signature = ()
+    cached = _INFO.get((str(root), name))
+    if cached is None or cached[0] != signature:
+        cached = (signature, template_hash(name, root) if signature else "", channels_of(name, root))
+        _INFO[(str(root), name)] = cached
+    return cached[1], cached[2]
+
+
 def render(name: str, channel: str, context: dict[str, Any], *, root: Path | None = None,
            sms_max_segments: int = 3, sms_over_limit: str = "refuse") -> Rendered:
     """Render template ``name`` for ``channel`` with ``context``; raise TemplateError on any problem."""
     root = root or templates_dir()
-    available = channels_of(name, root)
+    version, available = _info(name, root)
     if channel not in available:
         raise TemplateError(f"template {name!r} has no {channel} part; it has: {', '.join(available) or 'none'} "
                             f"(files: {', '.join(PARTS.get(channel, ('?',)))})", template=name)
     env = environment(str(root))
-    result = Rendered(channel=channel, template=name, template_hash=template_hash(name, root))
+    result = Rendered(channel=channel, template=name, template_hash=version)
     folder = root / name
     if channel == "email":
         result.subject = " ".join(_render_part(env, f"{name}/email_subject.txt", context).split())

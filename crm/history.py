@@ -131,6 +131,8 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
                 holder_campaign[row.id] = (row.campaign, row.created_at)
                 if row.run_id == run_id:
                     this_run.add(row.id)
+        this_run.add(-1)  # marks locks taken earlier in this batch
+        planned: list[tuple[Decision, dict[str, Any], list[tuple[str, str, datetime | None]]]] = []
         for decision, row in zip(decisions, rows):
             mine = held.setdefault(decision.person_id, {})
             reason = _blocked(decision, mine, this_run, offer, purpose, policy)
@@ -141,32 +143,49 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
                           if campaign and when else None)
                 refused.append(_refusal(row, reason, detail))
                 continue
-            slot = None
+            wanted = [("offer", offer, now + timedelta(days=policy.offer_cooldown_days))]
             if purpose == "marketing":
                 slot = next(f"slot{i}" for i in range(policy.cap_max) if ("cap", f"slot{i}") not in mine)
-            savepoint = conn.begin_nested()
-            try:
-                touch_id = conn.execute(insert(touches).values(**row).returning(touches.c.id)).scalar_one()
-                wanted = [("offer", offer, now + timedelta(days=policy.offer_cooldown_days))]
-                if slot is not None:
-                    wanted.append(("cap", slot, now + timedelta(days=policy.cap_days)))
-                if decision.channel == "call":
-                    wanted.append(("call", "open", None))
-                conn.execute(insert(locks), [{"person_id": decision.person_id, "scope": scope, "key": key,
-                                              "touch_id": touch_id, "expires_at": expires, "created_at": now}
-                                             for scope, key, expires in wanted])
-                conn.execute(insert(events).values(touch_id=touch_id, status=row["status"], at=now,
-                                                   detail=row.get("detail")))
-                savepoint.commit()
-            except IntegrityError:
-                savepoint.rollback()
-                refused.append(_refusal(row, "cooling_down", "another run claimed this person first"))
-                continue
+                wanted.append(("cap", slot, now + timedelta(days=policy.cap_days)))
+            if decision.channel == "call":
+                wanted.append(("call", "open", None))
             for scope, key, _ in wanted:
-                mine[(scope, key)] = touch_id
-            this_run.add(touch_id)
-            claimed.append(Claimed(touch_id, decision))
+                mine[(scope, key)] = -1  # held by this batch from here on
+            planned.append((decision, row, wanted))
+        try:
+            with conn.begin_nested():
+                claimed.extend(_claim_all(conn, planned, now))
+        except IntegrityError:
+            # another run claimed some of these people meanwhile: claim one by one, keep what is still free
+            for decision, row, wanted in planned:
+                try:
+                    with conn.begin_nested():
+                        claimed.extend(_claim_all(conn, [(decision, row, wanted)], now))
+                except IntegrityError:
+                    refused.append(_refusal(row, "cooling_down", "another run claimed this person first"))
     return claimed, refused
+
+
+def _claim_all(conn: Connection, planned: list, now: datetime) -> list[Claimed]:
+    """Insert touches, locks and claim events for planned claims: a few statements for the whole list."""
+    if not planned:
+        return []
+    bulk_insert(conn, touches, TOUCH_COLUMNS, [row for _, row, _ in planned])
+    keys = [row["claim_key"] for _, row, _ in planned]
+    ids: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        ids.update(dict(conn.execute(select(touches.c.claim_key, touches.c.id)
+                                     .where(touches.c.claim_key.in_(chunk))).all()))
+    lock_rows, event_rows, result = [], [], []
+    for decision, row, wanted in planned:
+        touch_id = ids[row["claim_key"]]
+        lock_rows.extend({"person_id": decision.person_id, "scope": scope, "key": key, "touch_id": touch_id,
+                          "expires_at": expires, "created_at": now} for scope, key, expires in wanted)
+        event_rows.append({"touch_id": touch_id, "status": row["status"], "at": now, "detail": row.get("detail")})
+        result.append(Claimed(touch_id, decision))
+    bulk_insert(conn, locks, ("person_id", "scope", "key", "touch_id", "expires_at", "created_at"), lock_rows)
+    bulk_insert(conn, events, ("touch_id", "status", "at", "detail"), event_rows)
+    return result
 
 
 def _blocked(decision: Decision, mine: dict, this_run: set[int], offer: str, purpose: str,

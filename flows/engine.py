@@ -65,6 +65,7 @@ class Run:
     template_hash: str = ""
     key: bytes = b""
     channels: dict[str, Channel] = field(default_factory=dict)
+    runner: asyncio.Runner | None = None  # one event loop per run: connection pools live across batches
     counts: Counter = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -226,7 +227,9 @@ def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], con
     """Mark a chunk ``sending`` (committed), hand it to the provider, record each answer."""
     move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items])
     messages = [_message(run, item, rendered[item.decision.customer_id]) for item in items]
-    results = asyncio.run(_send(channel, messages, run, name))
+    if run.runner is None:
+        run.runner = asyncio.Runner()
+    results = run.runner.run(_send(channel, messages, run, name))
     moves, fallbacks = [], []
     for item, result in zip(items, results):
         if isinstance(result, ChannelError):
@@ -247,13 +250,25 @@ async def _send(channel: Channel, messages: list[Message], run: Run, name: str):
     key = name
     if name in ("sms", "voice") and run.settings.twilio_from_number:
         key = f"{name}:{run.settings.twilio_from_number}"
+    return await send_all(channel, messages, concurrency=run.settings.smtp_pool_size if name == "email" else 4,
+                          rate=rate_of(name, run.settings) if channel.transport not in DEV_TRANSPORTS else 0,
+                          attempts=run.settings.send_attempts, limiter_key=key)
+
+
+def close_channels(run: Run) -> None:
+    """Close every channel the run opened, and its event loop."""
+    if run.runner is None:
+        return
+
+    async def close_all() -> None:
+        for channel in run.channels.values():
+            await channel.close()
+
     try:
-        return await send_all(channel, messages, concurrency=run.settings.smtp_pool_size if name == "email" else 4,
-                              rate=rate_of(name, run.settings) if channel.transport not in DEV_TRANSPORTS else 0,
-                              attempts=run.settings.send_attempts,
-                              limiter_key=key)
+        run.runner.run(close_all())
     finally:
-        await channel.close()
+        run.runner.close()
+        run.runner = None
 
 
 def _failure_move(run: Run, item: Claimed, error: ChannelError) -> dict[str, Any]:
@@ -328,6 +343,7 @@ def process_deferred(run: Run) -> int:
 
 def finish(run: Run, status: str = "finished") -> dict[str, Any]:
     """Close the run and return its summary (per channel, per decision reason, samples for dry runs)."""
+    close_channels(run)
     summary = summarise(run)
     with write_tx(run.engine) as conn:
         conn.execute(update(runs).where(runs.c.id == run.run_id).values(finished_at=utcnow(), status=status,

@@ -1,0 +1,174 @@
+"""End-to-end email campaign throughput: select, decide, claim, render, send to a loopback SMTP sink, record.
+
+    python benchmarks/campaign_bench.py [--customers 100000] [--connections 4] [--postgres URL]
+                                        [--skip-sqlite] [--prefect-sample 5000]
+
+For each database: a fresh base of N customers with an email and a marketing consent is written
+straight into the tables; the campaign runs through ``flows.engine.run_campaign`` (the engine the
+Prefect flow drives) against postfix's ``smtp-sink``; then a bare aiosmtplib loop sends N
+pre-rendered messages to the same sink over the same number of connections. Reported: touches/s,
+the bare rate, their ratio, and peak memory (RSS) of the run. ``--prefect-sample`` also runs a
+smaller base through the Prefect flow (ephemeral server) and the engine directly to show the
+flow's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.email_bench import bare_run, free_port, start_sink  # noqa: E402
+from crm.db import make_engine, normalize_url, upgrade  # noqa: E402
+from flows.engine import run_campaign  # noqa: E402
+from flows.spec import CampaignSpec  # noqa: E402
+from touchflow.settings import Settings  # noqa: E402
+
+DATA = Path(__file__).with_name("data")
+NOON = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def load(engine, n: int) -> None:
+    stamp = datetime.now(timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    customers = ((i, f"B{i:07d}", f"Клиент {i}", f"Имя{i}", '{"bench": "yes"}', i, stamp, stamp) for i in range(1, n + 1))
+    contacts = ((i, i, "email", f"c{i}@example.com", f"c{i}@example.com", "active", stamp, stamp)
+                for i in range(1, n + 1))
+    consents = ((i, i, "email", "marketing", True, "2025-01-01 10:00:00.000000", "bench", stamp)
+                for i in range(1, n + 1))
+    tables = {
+        "customers": ("id, external_id, name, first_name, attributes, person_id, created_at, updated_at", customers),
+        "contact_points": ("id, customer_id, kind, raw, value, status, created_at, updated_at", contacts),
+        "consents": ("id, customer_id, channel, purpose, granted, at, source, recorded_at", consents),
+    }
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for table, (columns, rows) in tables.items():
+            if engine.dialect.name == "postgresql":
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+            else:
+                marks = ", ".join("?" for _ in columns.split(","))
+                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(rows))
+        if engine.dialect.name == "postgresql":
+            cursor.execute("ANALYZE")
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def spec() -> CampaignSpec:
+    return CampaignSpec(name="bench", rule={"attribute": "bench", "equals": "yes"}, purpose="marketing",
+                        offer="bench-1", template="winback", channels=["email"], keep_body=False,
+                        policy={"quiet_hours": "off"}, offer_values={"discount_percent": 15})
+
+
+def fresh(url: str | None, label: str, n: int):
+    if url is None:
+        db = DATA / f"campaign-{label}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        engine = make_engine(f"sqlite:///{db}")
+        cleanup = None
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(url)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        engine = make_engine(f"{normalize_url(url)}?options=-csearch_path%3D{schema}")
+
+        def cleanup():
+            engine.dispose()
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    upgrade(engine)
+    load(engine, n)
+    return engine, cleanup
+
+
+def measure(url: str | None, label: str, n: int, connections: int, port: int) -> dict:
+    engine, cleanup = fresh(url, label, n)
+    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=connections,
+                        send_attempts=1, database_url=str(engine.url))
+    started = time.perf_counter()
+    summary = run_campaign(engine, spec(), now=NOON, settings=settings, page_size=5000)
+    seconds = time.perf_counter() - started
+    sent = summary["channels"].get("email", {}).get("sent", 0)
+    bare = asyncio.run(bare_run(port, n, connections))
+    if cleanup:
+        cleanup()
+    return {"customers": n, "sent": sent, "seconds": round(seconds, 1), "touches_per_second": round(sent / seconds),
+            "bare_per_second": round(n / bare), "ratio": round((sent / seconds) / (n / bare), 3)}
+
+
+def prefect_overhead(n: int, port: int, connections: int) -> dict:
+    import os
+    import tempfile
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="touchflow-bench-prefect-"))
+    from flows.campaign import campaign_flow
+    from touchflow.settings import reset_settings
+
+    engine, _ = fresh(None, "prefect-direct", n)
+    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=connections,
+                        send_attempts=1)
+    started = time.perf_counter()
+    run_campaign(engine, spec(), now=NOON, settings=settings, page_size=1000)
+    direct = time.perf_counter() - started
+    engine, _ = fresh(None, "prefect-flow", n)
+    spec_path = DATA / "bench-spec.yaml"
+    spec_path.write_text("name: bench\npurpose: marketing\noffer: bench-1\ntemplate: winback\nchannels: [email]\n"
+                         "rule: {attribute: bench, equals: 'yes'}\nkeep_body: false\npolicy: {quiet_hours: 'off'}\n",
+                         encoding="utf-8")
+    os.environ.update({"TOUCHFLOW_DATABASE_URL": str(engine.url), "TOUCHFLOW_EMAIL_TRANSPORT": "smtp",
+                       "TOUCHFLOW_SMTP_PORT": str(port), "TOUCHFLOW_SMTP_POOL_SIZE": str(connections),
+                       "TOUCHFLOW_SEND_ATTEMPTS": "1"})
+    reset_settings()
+    started = time.perf_counter()
+    campaign_flow(str(spec_path), batch_size=1000)
+    flow = time.perf_counter() - started
+    return {"customers": n, "direct_seconds": round(direct, 1), "flow_seconds": round(flow, 1),
+            "overhead_seconds": round(flow - direct, 1), "batches": -(-n // 1000)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--postgres")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--prefect-sample", type=int, default=0)
+    args = parser.parse_args()
+    DATA.mkdir(exist_ok=True)
+    port = free_port()
+    sink = start_sink("smtp-sink", port)
+    report: dict = {}
+    try:
+        if not args.skip_sqlite:
+            report["sqlite"] = measure(None, "sqlite", args.customers, args.connections, port)
+            print("sqlite", report["sqlite"], flush=True)
+        if args.postgres:
+            report["postgresql"] = measure(args.postgres, "pg", args.customers, args.connections, port)
+            print("postgresql", report["postgresql"], flush=True)
+        if args.prefect_sample:
+            report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections)
+    finally:
+        sink.kill()
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
