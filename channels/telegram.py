@@ -13,13 +13,16 @@ Errors: ``Forbidden`` (the bot was blocked) → ``RecipientBlocked``; ``RetryAft
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from telegram import Bot
-from telegram.constants import ParseMode
+os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta (PTB 22's announced future), read either way
+
+from telegram import Bot  # noqa: E402
+from telegram.constants import ParseMode  # noqa: E402
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -29,7 +32,7 @@ from telegram.error import (
     TimedOut,
 )
 
-from channels.base import Delivery, Message
+from channels.base import Delivery, Message  # noqa: E402
 from channels.errors import (
     AddressRejected,
     MessageRejected,

@@ -36,7 +36,7 @@ from crm.history import (
     record_decisions,
     touch_row,
 )
-from crm.models import CampaignRun, ContactLock, Touch, utcnow
+from crm.models import CampaignRun, ContactLock, Touch, TouchEvent, utcnow
 from crm.policy import Decision, Policy, decide
 from flows.calltasks import make_task_sink
 from flows.spec import CampaignSpec
@@ -186,13 +186,55 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
         for row in refused:
             run.counts[f"skipped:{row['reason']}"] += 1
     ready = [c for c in claimed if c.decision.action == "touch"]
+    if spec.duplicate_in:
+        ready += _duplicates(run, ready, {c.customer_id: c for c in candidates}, contexts, rendered_by_customer)
     for c in claimed:
         if c.decision.action == "defer":
             run.counts[f"deferred:{c.decision.channel}"] += 1
     if ready:
         send_claimed(run, ready, {c.decision.customer_id: contexts[c.decision.customer_id] for c in ready},
-                     {c.decision.customer_id: rendered_by_customer[c.decision.customer_id] for c in ready})
+                     rendered_by_customer)
     return dict(run.counts - before)
+
+
+def _duplicates(run: Run, primaries: list[Claimed], candidates: dict, contexts: dict, rendered: dict) -> list[Claimed]:
+    """Copies of claimed touches in the spec's ``duplicate_in`` channel (same person, same offer, no new lock)."""
+    from crm.policy import options
+
+    channel = run.spec.duplicate_in
+    copies, rows = [], []
+    for primary in primaries:
+        if primary.decision.channel == channel:
+            continue
+        usable, _ = options(candidates[primary.decision.customer_id], [channel], run.spec.purpose)
+        if not usable:
+            continue
+        _, point, address, consent = usable[0]
+        decision = Decision(customer_id=primary.decision.customer_id, person_id=primary.decision.person_id,
+                            action="touch", channel=channel, contact_point_id=point, address=address,
+                            consent_id=consent, detail=f"duplicate of touch {primary.touch_id}")
+        try:
+            text = _render(run, decision, contexts[decision.customer_id], channel)
+        except TemplateError:
+            continue
+        rendered[(decision.customer_id, channel)] = text
+        rows.append((decision, touch_row(decision, run_id=run.run_id, campaign=run.spec.name, offer=run.spec.offer,
+                                         purpose=run.spec.purpose, status="claimed", now=run.now,
+                                         template=run.spec.template, template_hash=run.template_hash, body=text.text,
+                                         keep_body=run.spec.keep_body,
+                                         claim_key=f"{run.run_id}:{decision.customer_id}:{channel}")))
+    with write_tx(run.engine) as conn:
+        for decision, row in rows:
+            touch_id = conn.execute(insert(touches).values(**row).returning(touches.c.id)).scalar_one()
+            conn.execute(insert(TouchEvent.__table__).values(touch_id=touch_id, status="claimed", at=run.now,
+                                                             detail=row["detail"]))
+            copies.append(Claimed(touch_id, decision))
+    run.counts[f"duplicated:{channel}"] += len(copies)
+    return copies
+
+
+def _rendered_for(rendered: dict, decision: Decision) -> Rendered:
+    return rendered.get((decision.customer_id, decision.channel)) or rendered[decision.customer_id]
 
 
 def _channel(run: Run, name: str) -> Channel:
@@ -226,7 +268,7 @@ def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], con
                 rendered: dict[int, Rendered]) -> None:
     """Mark a chunk ``sending`` (committed), hand it to the provider, record each answer."""
     move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items])
-    messages = [_message(run, item, rendered[item.decision.customer_id]) for item in items]
+    messages = [_message(run, item, _rendered_for(rendered, item.decision)) for item in items]
     if run.runner is None:
         run.runner = asyncio.Runner()
     results = run.runner.run(_send(channel, messages, run, name))

@@ -242,3 +242,18 @@ def test_campaign_and_history_commands(engine, cli_env, tmp_path, monkeypatch):
     assert sent["consent_source"] == "import:k.csv" and sent["consent_at"].startswith("2025-01-01")
     csv_out = run_cli("history", "--campaign", "promo", "--format", "csv").stdout
     assert csv_out.splitlines()[0].startswith("id,created_at,customer") and len(csv_out.splitlines()) == 13
+
+
+def test_duplicate_in_a_second_channel_under_the_same_claim(engine, tmp_path):
+    build_base(engine, tmp_path)
+    summary, r = run(engine, spec(channels=["email"], duplicate_in="sms"), tmp_path)
+    assert len(r.channels["email"].outbox) == 9 and len(r.channels["sms"].outbox) == 9
+    assert summary["other"]["duplicated:sms"] == 9 if "duplicated:sms" in summary["other"] else \
+        summary["channels"]["sms"]["sent"] == 9
+    rows = history(engine)
+    per_customer = Counter(row.customer_id for row in rows if row.status == "sent")
+    assert set(per_customer.values()) == {2}
+    with engine.connect() as conn:
+        offer_locks = conn.execute(select(func.count()).select_from(ContactLock.__table__)
+                                   .where(ContactLock.__table__.c.scope == "offer")).scalar_one()
+    assert offer_locks == 9
