@@ -29,6 +29,8 @@ def assign_manager(conn, customer_id: int) -> int | None:
                          .where(customers.c.id == customer_id, managers.c.active.is_(True))).scalar()
     if owner is not None:
         return owner
+    if conn.dialect.name == "postgresql":  # serialise concurrent assignments (SQLite's write lock already does)
+        conn.execute(select(managers.c.id).where(managers.c.active.is_(True)).with_for_update()).all()
     load = (select(managers.c.id, func.count(tasks.c.id).label("open"))
             .outerjoin(tasks, (tasks.c.manager_id == managers.c.id) & (tasks.c.status == "open"))
             .where(managers.c.active.is_(True)).group_by(managers.c.id).order_by("open", managers.c.id))

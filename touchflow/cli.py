@@ -879,3 +879,77 @@ def history_command(
     console.print(table)
 if __name__ == "__main__":
     app()
+
+
+tasks_app = typer.Typer(help="Sales reps' call tasks: list, export the call schedule, record outcomes.",
+                        no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list(manager: Optional[str] = typer.Option(None, "--manager", help="A rep's code."),
+               due: Optional[str] = typer.Option(None, "--due", help="today, or a date: tasks due by then."),
+               status: str = typer.Option("open", "--status", help="open, done or all."),
+               as_json: bool = JsonOption) -> None:
+    """List call tasks (earliest due first) with the customer, phone, rep and window."""
+    from datetime import date
+
+    from flows.tasks import list_tasks
+
+    by = None if due is None else date.today() if due == "today" else _as_of(due)
+    rows = list_tasks(open_database(), manager=manager, due=by, status=status)
+    if as_json:
+        print_json({"tasks": rows, "count": len(rows)})
+        return
+    table = Table(title=f"{len(rows)} call tasks")
+    for column in ("id", "due", "window", "customer", "phone", "manager", "campaign", "status"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["id"]), str(row["due_on"]), f"{row['window_start']}–{row['window_end']}",
+                      f"{row['customer_name']} ({row['customer']})", row["phone"] or "", row["manager"] or "—",
+                      row["campaign"] or "", row["outcome"] or row["status"])
+    console.print(table)
+
+
+@tasks_app.command("export")
+def tasks_export(manager: str = typer.Option(..., "--manager", help="A rep's code."),
+                 out: Path = typer.Option(..., "--out", help="CSV file (the administrator's call schedule)."),
+                 as_json: bool = JsonOption) -> None:
+    """Export a rep's open call tasks with their scripts as a CSV call schedule."""
+    from flows.tasks import export_schedule
+
+    count = export_schedule(open_database(), manager, out)
+    if as_json:
+        print_json({"manager": manager, "tasks": count, "path": str(out)})
+    else:
+        console.print(f"{count} tasks for {manager} written to {out}", highlight=False)
+
+
+@tasks_app.command("complete")
+def tasks_complete(task_id: int = typer.Argument(..., help="The task id."),
+                   outcome: str = typer.Option(..., "--outcome",
+                                               help="reached, no_answer, callback, declined or wrong_number."),
+                   callback_on: Optional[str] = typer.Option(None, "--callback-on",
+                                                             help="For callback: the agreed date."),
+                   note: Optional[str] = typer.Option(None, "--note", help="What was said."),
+                   opt_out: bool = typer.Option(False, "--opt-out", help="With declined: they asked not to be "
+                                                                         "contacted (revokes marketing consent)."),
+                   as_json: bool = JsonOption) -> None:
+    """Record a call's outcome: a touch in the history; callback schedules the next call."""
+    from flows.tasks import TaskError, complete
+
+    try:
+        done = complete(open_database(), task_id, outcome, callback_on=_as_of(callback_on) if callback_on else None,
+                        note=note, opt_out=opt_out)
+    except TaskError as exc:
+        fail(str(exc))
+    result = {"task": done.task_id, "outcome": done.outcome, "touch": done.touch_id, "next_task": done.next_task_id}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"task {done.task_id}: {done.outcome}" + (f"; next call is task {done.next_task_id}"
+                                                                 if done.next_task_id else ""), highlight=False)
+
+
+if __name__ == "__main__":
+    app()
