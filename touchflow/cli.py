@@ -951,5 +951,37 @@ def tasks_complete(task_id: int = typer.Argument(..., help="The task id."),
                                                                  if done.next_task_id else ""), highlight=False)
 
 
+
+proposal_app = typer.Typer(help="Commercial proposals and contracts (.docx) from templates.", no_args_is_help=True)
+app.add_typer(proposal_app, name="proposal")
+
+
+@proposal_app.command("generate")
+def proposal_generate(
+    template: str = typer.Option("proposal", "--template", help="templates/documents/<NAME>.docx"),
+    customer: str = typer.Option(..., "--customer", help="The customer's external id."),
+    items: Optional[Path] = typer.Option(None, "--items", help="Lines: CSV or YAML (product, quantity, "
+                                                                "unit_price, discount_percent); default: "
+                                                                "repeat the last purchase."),
+    out: Path = typer.Option(Path("documents-out"), "--out", help="Folder for the files."),
+    pdf: bool = typer.Option(False, "--pdf", help="Also convert to PDF with LibreOffice (when installed)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write a proposal or contract for a customer; the document is a touch in the history."""
+    from documents.proposals import DocumentError, generate
+
+    try:
+        done = generate(open_database(), template, customer, items_file=items, out_dir=out, pdf=pdf,
+                        company=get_settings().company_name)
+    except DocumentError as exc:
+        fail(str(exc))
+    result = {"path": str(done.path), "sha256": done.sha256, "touch": done.touch_id,
+              "pdf": str(done.pdf) if done.pdf else None}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"wrote {done.path}" + (f" and {done.pdf}" if done.pdf else ""), highlight=False)
+
+
 if __name__ == "__main__":
     app()
