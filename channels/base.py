@@ -24,6 +24,7 @@ class Message:
     reference: str | None = None  # the touch's claim key: idempotency and provider metadata
     headers: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    attachments: list[tuple[str, bytes, str]] = field(default_factory=list)  # (file name, content, MIME type)
 
 
 @dataclass

@@ -72,11 +72,22 @@ def build_email(message: Message, from_address: str, *, domain: str | None = Non
         headers.append(f"{key}: {encode_word(value)}")
     if message.html:
         boundary = f"=_tf_{os.urandom(12).hex()}"
-        headers.append(f"Content-Type: multipart/alternative; boundary=\"{boundary}\"")
+        content_type = f"Content-Type: multipart/alternative; boundary=\"{boundary}\""
         body = (f"--{boundary}{_CRLF}{_part('plain', message.text or '')}{_CRLF}--{boundary}{_CRLF}"
                 f"{_part('html', message.html)}{_CRLF}--{boundary}--{_CRLF}")
     else:
-        headers.append("Content-Type: text/plain; charset=\"utf-8\"")
-        headers.append("Content-Transfer-Encoding: base64")
+        content_type = f"Content-Type: text/plain; charset=\"utf-8\"{_CRLF}Content-Transfer-Encoding: base64"
         body = _body(message.text or "")
+    if message.attachments:
+        mixed = f"=_tf_{os.urandom(12).hex()}"
+        parts = [f"--{mixed}{_CRLF}{content_type}{_CRLF}{_CRLF}{body}"]
+        for name, content, mime_type in message.attachments:
+            encoded_name = encode_word(name).replace(_CRLF + " ", "")
+            parts.append(f"--{mixed}{_CRLF}Content-Type: {mime_type}; name=\"{encoded_name}\"{_CRLF}"
+                         f"Content-Disposition: attachment; filename=\"{encoded_name}\"{_CRLF}"
+                         f"Content-Transfer-Encoding: base64{_CRLF}{_CRLF}"
+                         f"{base64.encodebytes(content).decode().replace(chr(10), _CRLF)}")
+        content_type = f"Content-Type: multipart/mixed; boundary=\"{mixed}\""
+        body = _CRLF.join(parts) + f"{_CRLF}--{mixed}--{_CRLF}"
+    headers.append(content_type)
     return (_CRLF.join(headers) + _CRLF + _CRLF + body).encode("ascii"), message_id

@@ -405,6 +405,7 @@ class CallTask(SQLModel, table=True):
     offer: Optional[str] = Field(default=None, max_length=200)
     phone: Optional[str] = Field(default=None, max_length=32)
     script: str = ""
+    document_path: Optional[str] = Field(default=None, max_length=1000)  # a proposal generated for the call
     due_on: date
     window_start: Optional[str] = Field(default=None, max_length=5)
     window_end: Optional[str] = Field(default=None, max_length=5)

@@ -113,13 +113,12 @@ def line_items(rows: list[dict[str, Any]], currency: str = "RUB") -> tuple[list[
     return items, totals
 
 
-def _customer(conn, external_id: str):
+def _customer(conn, condition, label: Any = None):
     row = conn.execute(select(customers, managers.c.name.label("m_name"), managers.c.phone.label("m_phone"),
                               managers.c.email.label("m_email"))
-                       .outerjoin(managers, managers.c.id == customers.c.manager_id)
-                       .where(customers.c.external_id == external_id)).first()
+                       .outerjoin(managers, managers.c.id == customers.c.manager_id).where(condition)).first()
     if row is None:
-        raise DocumentError(f"no customer with external id {external_id!r}")
+        raise DocumentError(f"no customer with external id {label!r}")
     return row
 
 
@@ -133,17 +132,17 @@ def _default_items(conn, customer_id: int) -> list[dict[str, Any]]:
              "discount_percent": 0}]
 
 
-def generate(engine: Engine, template: str, external_id: str, *, items_file: Path | None = None, out_dir: Path,
-             pdf: bool = False, company: str = "touchflow", today: date | None = None,
-             valid_days: int = 14) -> Generated:
-    """Render ``templates/documents/<template>.docx`` for a customer, write it, record the touch."""
+def render_document(engine: Engine, template: str, customer_id: int, *, rows: list[dict[str, Any]] | None = None,
+                    out_dir: Path, company: str = "touchflow", today: date | None = None,
+                    valid_days: int = 14) -> tuple[Path, str, str]:
+    """Render ``templates/documents/<template>.docx`` for a customer; return (path, file SHA-256, summary)."""
     source = templates_dir() / "documents" / f"{template}.docx"
     if not source.exists():
         raise DocumentError(f"no document template {template!r}; available: {', '.join(document_templates())}")
     today = today or date.today()
     with engine.connect() as conn:
-        customer = _customer(conn, external_id)
-        rows = read_items(items_file) if items_file else _default_items(conn, customer.id)
+        customer = _customer(conn, customers.c.id == customer_id)
+        rows = rows or _default_items(conn, customer.id)
     items, totals = line_items(rows)
     number = f"{today:%Y%m%d}-{customer.id}"
     context = clean({
@@ -167,19 +166,39 @@ def generate(engine: Engine, template: str, external_id: str, *, items_file: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{template}-{number}.docx"
     document.save(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    pdf_path = _pdf(path) if pdf else None
+    return path, hashlib.sha256(path.read_bytes()).hexdigest(), f"{template} {number}: {totals['gross']}"
+
+
+def record_document(conn, template: str, customer_id: int, path: Path, digest: str, summary: str, *,
+                    campaign: str | None = None, run_id: str | None = None, offer: str | None = None) -> int:
+    """The document's touch in the history (template, its hash, the file's checksum)."""
+    row = conn.execute(select(customers.c.person_id, customers.c.manager_id)
+                       .where(customers.c.id == customer_id)).one()
+    source = templates_dir() / "documents" / f"{template}.docx"
     now = utcnow()
+    touch_id = conn.execute(insert(touches).values(
+        person_key=str(row.person_id or customer_id), customer_id=customer_id, campaign=campaign, run_id=run_id,
+        offer=offer or template, purpose="marketing", channel="document", address=str(path), status="sent",
+        detail=summary, template=f"documents/{template}", template_hash=hashlib.sha256(source.read_bytes()).hexdigest(),
+        body_hash=digest, manager_id=row.manager_id, created_at=now, updated_at=now, sent_at=now)
+        .returning(touches.c.id)).scalar_one()
+    conn.execute(insert(TouchEvent.__table__).values(touch_id=touch_id, status="sent", at=now,
+                                                     detail=f"document written: {path.name}"))
+    return touch_id
+
+
+def generate(engine: Engine, template: str, external_id: str, *, items_file: Path | None = None, out_dir: Path,
+             pdf: bool = False, company: str = "touchflow", today: date | None = None,
+             valid_days: int = 14) -> Generated:
+    """Write a document for one customer (the CLI), and record it."""
+    with engine.connect() as conn:
+        customer = _customer(conn, customers.c.external_id == external_id, external_id)
+    rows = read_items(items_file) if items_file else None
+    path, digest, summary = render_document(engine, template, customer.id, rows=rows, out_dir=out_dir,
+                                            company=company, today=today, valid_days=valid_days)
+    pdf_path = _pdf(path) if pdf else None
     with write_tx(engine) as conn:
-        touch_id = conn.execute(insert(touches).values(
-            person_key=str(customer.person_id or customer.id), customer_id=customer.id, campaign=None,
-            offer=template, purpose="marketing", channel="document", address=str(path), status="sent",
-            detail=f"{template} {number}: {totals['gross']}", template=f"documents/{template}",
-            template_hash=hashlib.sha256(source.read_bytes()).hexdigest(), body_hash=digest,
-            manager_id=customer.manager_id, created_at=now, updated_at=now, sent_at=now).returning(touches.c.id)
-        ).scalar_one()
-        conn.execute(insert(TouchEvent.__table__).values(touch_id=touch_id, status="sent", at=now,
-                                                         detail=f"document written: {path.name}"))
+        touch_id = record_document(conn, template, customer.id, path, digest, summary)
     return Generated(path, digest, touch_id, pdf_path)
 
 

@@ -47,6 +47,7 @@ def create_task(engine: Engine, message: Message, *, campaign: str, offer: str, 
         task_id = conn.execute(insert(tasks).values(
             touch_id=meta.get("touch_id"), customer_id=meta["customer_id"], person_id=meta["person_id"],
             manager_id=manager, campaign=campaign, offer=offer, phone=message.to, script=message.text,
+            document_path=meta.get("document"),
             due_on=due_on, window_start=window[0], window_end=window[1], status="open",
             created_at=utcnow()).returning(tasks.c.id)).scalar_one()
     return f"task-{task_id}"

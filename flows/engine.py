@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -269,6 +270,8 @@ def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], con
     """Mark a chunk ``sending`` (committed), hand it to the provider, record each answer."""
     move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items])
     messages = [_message(run, item, _rendered_for(rendered, item.decision)) for item in items]
+    if run.spec.document:
+        _attach_documents(run, items, messages)
     if run.runner is None:
         run.runner = asyncio.Runner()
     results = run.runner.run(_send(channel, messages, run, name))
@@ -286,6 +289,34 @@ def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], con
         _fall_back(run, fallbacks, moves, contexts)
     else:
         move(run.engine, moves)
+
+
+def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> None:
+    """Generate the spec's document for each touch: attached to emails, referenced by call tasks, recorded."""
+    from documents.proposals import DocumentError, record_document, render_document
+
+    folder = Path(run.settings.outbox_dir) / "documents"
+    rows = run.spec.offer_values.get("items")
+    written = []
+    for item, message in zip(items, messages):
+        try:
+            path, digest, summary = render_document(run.engine, run.spec.document, item.decision.customer_id,
+                                                    rows=rows, out_dir=folder, company=run.settings.company_name,
+                                                    today=run.as_of)
+        except DocumentError as exc:
+            run.counts["document_failed"] += 1
+            message.metadata["document_error"] = str(exc)
+            continue
+        written.append((item, path, digest, summary))
+        message.metadata["document"] = str(path)
+        if message.channel == "email":
+            message.attachments.append((path.name, path.read_bytes(),
+                                        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"))
+    with write_tx(run.engine) as conn:
+        for item, path, digest, summary in written:
+            record_document(conn, run.spec.document, item.decision.customer_id, path, digest, summary,
+                            campaign=run.spec.name, run_id=run.run_id, offer=run.spec.offer)
+    run.counts["documents"] += len(written)
 
 
 async def _send(channel: Channel, messages: list[Message], run: Run, name: str):

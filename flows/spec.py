@@ -14,6 +14,7 @@
     policy: {cap_max: 3, cap_days: 7, offer_cooldown_days: 30, quiet_hours: "21:00-09:00"}
     schedule: {cron: "0 10 * * *", timezone: Europe/Moscow}
     kind: campaign                             # or reminder (run by the daily reminders flow)
+    document: proposal                         # a .docx per touch: attached to email, put on the call task
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class CampaignSpec(BaseModel):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     schedule: Schedule | None = None
     keep_body: bool = True
+    document: str | None = None  # a templates/documents/<name>.docx to generate per touch (attached / on the task)
 
     @model_validator(mode="after")
     def _who(self) -> CampaignSpec:

@@ -257,3 +257,22 @@ def test_duplicate_in_a_second_channel_under_the_same_claim(engine, tmp_path):
         offer_locks = conn.execute(select(func.count()).select_from(ContactLock.__table__)
                                    .where(ContactLock.__table__.c.scope == "offer")).scalar_one()
     assert offer_locks == 9
+
+
+def test_a_proposal_per_touch_is_attached_to_the_email_and_recorded(engine, tmp_path):
+    from io import BytesIO
+
+    from docx import Document
+
+    build_base(engine, tmp_path)
+    items = [{"product": "Пакет «ТВ + интернет»", "quantity": 1, "unit_price": 990, "discount_percent": 10}]
+    summary, r = run(engine, spec(channels=["email"], document="proposal",
+                                  offer_values={"discount_percent": 10, "items": items}), tmp_path)
+    outbox = r.channels["email"].outbox
+    assert len(outbox) == 9 and all(len(m.attachments) == 1 for m in outbox)
+    name, content, mime_type = outbox[0].attachments[0]
+    assert name.startswith("proposal-") and mime_type.endswith("wordprocessingml.document")
+    text = "\n".join(c.text for t in Document(BytesIO(content)).tables for row in t.rows for c in row.cells)
+    assert "Пакет «ТВ + интернет»" in text and "891\u00a0₽" in text
+    documents = [row for row in history(engine) if row.channel == "document"]
+    assert len(documents) == 9 and all(row.body_hash and row.campaign == "promo" for row in documents)

@@ -109,3 +109,15 @@ def test_schedule_export_and_list_filters(engine, cli_env, tmp_path):
     with engine.begin() as conn:
         conn.execute(update(CallTask.__table__).values(due_on=TODAY + timedelta(days=400)))
     assert run_json("tasks", "list", "--due", "today")["count"] == 0
+
+
+def test_call_tasks_carry_the_generated_proposal(engine, tmp_path):
+    base(engine, tmp_path)
+    spec = call_campaign("tv-anna", "tv", "anna").model_copy(update={
+        "document": "proposal", "offer_values": {"items": [{"product": "ТВ", "quantity": 1, "unit_price": 500}]}})
+    run(engine, tmp_path, spec)
+    (task,) = tasks(engine)
+    assert task.document_path and task.document_path.endswith(".docx")
+    from pathlib import Path
+
+    assert Path(task.document_path).exists()
