@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import resource
 import sys
@@ -61,7 +62,11 @@ def load(engine, n: int) -> None:
                 cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
             else:
                 marks = ", ".join("?" for _ in columns.split(","))
-                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(rows))
+                while True:
+                    chunk = list(itertools.islice(rows, 50000))
+                    if not chunk:
+                        break
+                    cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", chunk)
         if engine.dialect.name == "postgresql":
             cursor.execute("ANALYZE")
         raw.commit()
@@ -98,19 +103,22 @@ def fresh(url: str | None, label: str, n: int):
     return engine, cleanup
 
 
-def measure(url: str | None, label: str, n: int, connections: int, port: int) -> dict:
+def measure(url: str | None, label: str, n: int, connections: int, port: int, workers: int = 1) -> dict:
     engine, cleanup = fresh(url, label, n)
-    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=connections,
-                        send_attempts=1, database_url=str(engine.url))
+    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port,
+                        smtp_pool_size=max(1, connections // workers), send_attempts=1,
+                        database_url=engine.url.render_as_string(hide_password=False))
     started = time.perf_counter()
-    summary = run_campaign(engine, spec(), now=NOON, settings=settings, page_size=5000)
+    summary = run_campaign(engine, spec(), now=NOON, settings=settings, page_size=5000, workers=workers)
     seconds = time.perf_counter() - started
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     sent = summary["channels"].get("email", {}).get("sent", 0)
     bare = asyncio.run(bare_run(port, n, connections))
     if cleanup:
         cleanup()
-    return {"customers": n, "sent": sent, "seconds": round(seconds, 1), "touches_per_second": round(sent / seconds),
-            "bare_per_second": round(n / bare), "ratio": round((sent / seconds) / (n / bare), 3)}
+    return {"customers": n, "workers": workers, "sent": sent, "seconds": round(seconds, 1), "touches_per_second": round(sent / seconds),
+            "bare_per_second": round(n / bare), "ratio": round((sent / seconds) / (n / bare), 3),
+            "peak_rss_mb_after_run": peak}
 
 
 def prefect_overhead(n: int, port: int, connections: int) -> dict:
@@ -150,6 +158,7 @@ def main() -> None:
     parser.add_argument("--postgres")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--prefect-sample", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (connections are shared)")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     port = free_port()
@@ -157,10 +166,10 @@ def main() -> None:
     report: dict = {}
     try:
         if not args.skip_sqlite:
-            report["sqlite"] = measure(None, "sqlite", args.customers, args.connections, port)
+            report["sqlite"] = measure(None, "sqlite", args.customers, args.connections, port, args.workers)
             print("sqlite", report["sqlite"], flush=True)
         if args.postgres:
-            report["postgresql"] = measure(args.postgres, "pg", args.customers, args.connections, port)
+            report["postgresql"] = measure(args.postgres, "pg", args.customers, args.connections, port, args.workers)
             print("postgresql", report["postgresql"], flush=True)
         if args.prefect_sample:
             report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections)

@@ -108,3 +108,25 @@ def test_a_run_killed_mid_send_never_sends_twice(engine, db_url, tmp_path):
     assert len(final) == 40 and statuses["unknown"] >= 1
     assert len(per_recipient) >= statuses["sent"] and len(per_recipient) <= 40
     assert len(per_recipient) >= 40 - statuses["unknown"]
+
+
+def test_a_campaign_shared_among_worker_processes_contacts_each_person_once(engine, db_url, tmp_path):
+    from datetime import datetime, timezone
+
+    from flows.engine import run_campaign
+    from flows.spec import CampaignSpec
+    from touchflow.settings import Settings
+
+    build(engine, tmp_path, 50)
+    spec = CampaignSpec(name="parallel", rule={"field": "name", "contains": "Клиент"}, purpose="marketing",
+                        offer="p-1", template="winback", channels=["email"], policy={"quiet_hours": "off"},
+                        offer_values={"discount_percent": 5})
+    summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=7, workers=2,
+                           settings=Settings(email_transport="file", outbox_dir=str(tmp_path / "out"),
+                                             send_attempts=1, database_url=db_url))
+    assert summary["selected"] == 50 and summary["channels"]["email"]["sent"] == 50
+    assert len(list((tmp_path / "out" / "email").glob("*.eml"))) == 50
+    with engine.connect() as conn:
+        sent = Counter(conn.execute(select(Touch.__table__.c.customer_id)
+                                    .where(Touch.__table__.c.status == "sent")).scalars())
+    assert len(sent) == 50 and set(sent.values()) == {1}

@@ -801,6 +801,7 @@ def campaign_run(
     as_of: Optional[str] = _AS_OF,
     direct: bool = typer.Option(False, "--direct", help="Run without Prefect (same engine, no flow run)."),
     batch_size: int = typer.Option(5000, "--batch-size", min=100, help="Customers per batch (one task each)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="With --direct: worker processes sharing the batches."),
     as_json: bool = JsonOption,
 ) -> None:
     """Run a campaign: select, decide, claim, render, send and record (a local Prefect flow by default)."""
@@ -813,7 +814,7 @@ def campaign_run(
         from flows.spec import load_spec
 
         summary = run_campaign(engine, load_spec(file), dry_run=dry_run, as_of=_as_of(as_of) if as_of else None,
-                               now=datetime.now().astimezone(), page_size=batch_size)
+                               now=datetime.now().astimezone(), page_size=batch_size, workers=workers)
     else:
         from flows.campaign import campaign_flow
 
