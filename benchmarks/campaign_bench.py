@@ -111,7 +111,8 @@ def measure(url: str | None, label: str, n: int, connections: int, port: int, wo
     started = time.perf_counter()
     summary = run_campaign(engine, spec(), now=NOON, settings=settings, page_size=5000, workers=workers)
     seconds = time.perf_counter() - started
-    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)
     sent = summary["channels"].get("email", {}).get("sent", 0)
     bare = asyncio.run(bare_run(port, n, connections))
     if cleanup:

@@ -984,5 +984,17 @@ def proposal_generate(
         console.print(f"wrote {done.path}" + (f" and {done.pdf}" if done.pdf else ""), highlight=False)
 
 
+
+@app.command("serve")
+def serve(host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+          port: int = typer.Option(8000, "--port", help="Port.")) -> None:
+    """Serve one-click unsubscribe, Twilio status callbacks and inbound STOP, and the Telegram webhook."""
+    import uvicorn
+
+    from touchflow.server import create_app
+
+    uvicorn.run(create_app(open_database(), get_settings()), host=host, port=port, log_level="info")
+
+
 if __name__ == "__main__":
     app()

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_bot_username: str = "touchflow_bot"
     telegram_api_base_url: str | None = Field(None, description="Another Bot API endpoint (tests, local server).")
+    telegram_webhook_secret: SecretStr | None = Field(None, description="The secret_token given to setWebhook.")
 
     call_transport: str = Field("tasks", description="tasks (call_tasks table), console, file or memory.")
 
