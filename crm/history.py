@@ -206,7 +206,7 @@ def _refusal(row: dict[str, Any], reason: str, detail: str | None = None) -> dic
     return refused
 
 
-def move(engine: Engine, moves: list[dict[str, Any]]) -> None:
+def move(engine: Engine, moves: list[dict[str, Any]], *, at: datetime | None = None) -> None:
     """Apply status moves ``{touch_id, status, detail?, provider_message_id?, error_code?, error_message?, reason?}``.
 
     A status only moves forward (claimed → sending → sent → delivered; failed / unknown / skipped are
@@ -215,7 +215,7 @@ def move(engine: Engine, moves: list[dict[str, Any]]) -> None:
     """
     if not moves:
         return
-    now = utcnow()
+    now = at or utcnow()
     ids = [m["touch_id"] for m in moves]
     with write_tx(engine) as conn:
         current: dict[int, str] = {}

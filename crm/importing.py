@@ -583,7 +583,17 @@ class CustomerWriter(_Writer):
                     _PendingContact(None, customer_id, kind, normalised, ContactStatus.active.value))
                 changed.add(external_id)
         if inserts:
+            from crm.privacy import suppressed
+
+            blocked = suppressed(conn, [(row["kind"], row["value"]) for row in inserts])
+            for row in inserts:
+                if (row["kind"], row["value"]) in blocked:
+                    row["status"] = ContactStatus.blocked.value
             bulk_insert(conn, contacts_t, CONTACT_COLUMNS, inserts)
+            if blocked:
+                conn.execute(update(contacts_t).where(contacts_t.c.status == ContactStatus.blocked.value,
+                                                      contacts_t.c.status_reason.is_(None))
+                             .values(status_reason="suppressed: this address was erased at the person's request"))
         if status_moves:
             conn.execute(update(contacts_t).where(contacts_t.c.id == bindparam("b_id"))
                          .values(status=bindparam("status"), status_reason=bindparam("status_reason"),

@@ -414,3 +414,15 @@ class CallTask(SQLModel, table=True):
     note: Optional[str] = Field(default=None, max_length=2000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     closed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+
+class Suppression(SQLModel, table=True):
+    """A salted hash of an address that must never be contacted again (kept after a customer is erased)."""
+
+    __tablename__ = "suppressions"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    hash: str = Field(max_length=64, unique=True)
+    kind: str = Field(max_length=16)
+    reason: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

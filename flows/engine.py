@@ -9,11 +9,12 @@ reason.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -67,6 +68,11 @@ class Run:
     key: bytes = b""
     channels: dict[str, Channel] = field(default_factory=dict)
     runner: asyncio.Runner | None = None  # one event loop per run: connection pools live across batches
+    started: float = field(default_factory=time.monotonic)
+
+    def clock(self) -> datetime:
+        """The run's time: its start (``now``, which tests and the demo may set) plus the time elapsed."""
+        return self.now + timedelta(seconds=time.monotonic() - self.started)
     counts: Counter = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -268,7 +274,7 @@ def send_claimed(run: Run, claimed: list[Claimed], contexts: dict[int, dict], re
 def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], contexts: dict[int, dict],
                 rendered: dict[int, Rendered]) -> None:
     """Mark a chunk ``sending`` (committed), hand it to the provider, record each answer."""
-    move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items])
+    move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items], at=run.clock())
     messages = [_message(run, item, _rendered_for(rendered, item.decision)) for item in items]
     if run.spec.document:
         _attach_documents(run, items, messages)
@@ -288,7 +294,7 @@ def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], con
     if fallbacks:
         _fall_back(run, fallbacks, moves, contexts)
     else:
-        move(run.engine, moves)
+        move(run.engine, moves, at=run.clock())
 
 
 def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> None:
@@ -380,7 +386,7 @@ def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError]], moves: list
             conn.execute(update(locks).where(locks.c.touch_id == item.touch_id).values(touch_id=touch_id))
         retry.append(Claimed(touch_id, decision))
         run.counts[f"fallback:{item.decision.channel}->{channel}"] += 1
-    move(run.engine, moves)
+    move(run.engine, moves, at=run.clock())
     if retry:
         send_claimed(run, retry, contexts, rendered)
 

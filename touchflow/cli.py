@@ -31,6 +31,7 @@ customers_app = typer.Typer(help="Look at customer records.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(customers_app, name="customers")
+app.add_typer(customers_app, name="customer", help="The same as customers (export, erase, show …).")
 segment_app = typer.Typer(help="Named segments: list, show the rule and its SQL, preview, refresh statistics.",
                           no_args_is_help=True)
 audience_app = typer.Typer(help="Export a segment as an advertising audience.", no_args_is_help=True)
@@ -994,6 +995,90 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="Interface to lis
     from touchflow.server import create_app
 
     uvicorn.run(create_app(open_database(), get_settings()), host=host, port=port, log_level="info")
+
+
+
+compliance_app = typer.Typer(help="Compliance: check the contact history against the rules.", no_args_is_help=True)
+app.add_typer(compliance_app, name="compliance")
+
+
+@compliance_app.command("report")
+def compliance_report(
+    since: Optional[str] = typer.Option(None, "--since", help="From this date."),
+    until: Optional[str] = typer.Option(None, "--until", help="Up to this date."),
+    cap_max: int = typer.Option(3, "--cap-max", help="Marketing contacts allowed per window."),
+    cap_days: int = typer.Option(7, "--cap-days", help="The window, in days."),
+    cooldown_days: int = typer.Option(30, "--cooldown-days", help="The same offer not again within these days."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Count violations: no consent, after an opt-out, quiet hours, over the cap, offer twice, several open calls.
+
+    Exit status 0 when there are none, 4 when there are some.
+    """
+    from datetime import datetime, time, timezone
+
+    from crm.compliance import check
+    from crm.policy import Policy
+
+    def instant(value: Optional[str], end: bool):
+        if value is None:
+            return None
+        return datetime.combine(_as_of(value), time.max if end else time.min, tzinfo=timezone.utc)
+
+    report = check(open_database(), since=instant(since, False), until=instant(until, True),
+                   policy=Policy(cap_max=cap_max, cap_days=cap_days, offer_cooldown_days=cooldown_days,
+                                 default_timezone=get_settings().default_timezone)).to_dict()
+    if as_json:
+        print_json(report)
+    else:
+        table = Table(title=f"compliance: {report['checked_touches']} contacts checked")
+        table.add_column("rule")
+        table.add_column("violations", justify="right")
+        for kind, count in report["counts"].items():
+            table.add_row(kind, f"[red]{count}[/]" if count else "0")
+        console.print(table)
+    if report["total"]:
+        raise typer.Exit(4)
+
+
+@customers_app.command("export")
+def customer_export(external_id: str = typer.Argument(..., help="The customer's external id."),
+                    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON here instead of stdout.")
+                    ) -> None:
+    """Everything held about a customer (a subject access request), as JSON."""
+    from crm.privacy import PrivacyError, export
+    from touchflow.console import dumps
+
+    try:
+        data = export(open_database(), external_id)
+    except PrivacyError as exc:
+        fail(str(exc))
+    if out:
+        out.write_text(dumps(data), encoding="utf-8")
+        console.print(f"written to {out}", highlight=False)
+    else:
+        print_json(data)
+
+
+@customers_app.command("erase")
+def customer_erase(external_id: str = typer.Argument(..., help="The customer's external id."),
+                   reason: str = typer.Option("erasure request", "--reason", help="Kept with the suppression."),
+                   yes: bool = typer.Option(False, "--yes", help="Do it without asking."),
+                   as_json: bool = JsonOption) -> None:
+    """Remove a customer's personal data; keep a salted hash of their addresses so they are never contacted again."""
+    from crm.privacy import PrivacyError, erase
+
+    if not yes and not typer.confirm(f"Erase the personal data of {external_id}? This cannot be undone"):
+        raise typer.Exit(1)
+    try:
+        result = erase(open_database(), external_id, reason)
+    except PrivacyError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"erased {external_id}: {result['contact_points']} addresses suppressed, "
+                      f"{result['touches']} history rows stripped of personal data", highlight=False)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""The compliance report finds each planted violation and none on a healthy history; export and erasure."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import insert, select
+
+from crm.compliance import check
+from crm.importing import import_file
+from crm.models import CallTask, ContactPoint, Customer, Touch
+from crm.persons import refresh_persons
+from flows import engine as campaign_engine
+from flows.spec import CampaignSpec
+from tests.helpers import run_cli, run_json, write_csv
+from touchflow.settings import Settings
+
+NOON = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def base(engine, tmp_path):
+    rows = [[f"V{i}", f"Клиент {i}", f"v{i}@mail.ru", f"+7916000000{i}"] for i in range(1, 8)]
+    import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "email", "phone"], rows))
+    consents = [[f"V{i}", "email", "marketing", "granted", "2025-01-01"] for i in range(1, 8) if i != 1]
+    consents.append(["V2", "email", "marketing", "revoked", "2026-06-01"])
+    import_file(engine, "consents", write_csv(tmp_path / "k.csv", ["customer", "channel", "purpose", "status", "at"],
+                                              consents))
+    refresh_persons(engine)
+
+
+def plant(engine, customer: int, at: datetime, *, run: str, offer: str = "o", channel: str = "email") -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Touch.__table__).values(customer_id=customer, person_key=str(customer), channel=channel,
+                                                    purpose="marketing", status="sent", run_id=run, offer=offer,
+                                                    created_at=at, updated_at=at, sent_at=at))
+
+
+def test_each_planted_violation_is_found(engine, tmp_path):
+    base(engine, tmp_path)
+    plant(engine, 1, NOON, run="r1")                                            # V1 never consented
+    plant(engine, 2, NOON, run="r2")                                            # V2 revoked in June
+    plant(engine, 3, datetime(2026, 11, 23, 20, 30, tzinfo=timezone.utc), run="r3")  # 23:30 in Moscow
+    for day in range(4):                                                        # V4: four contacts in four days
+        plant(engine, 4, NOON + timedelta(days=day), run=f"cap{day}", offer=f"cap{day}")
+    plant(engine, 5, NOON, run="a", offer="same")                               # V5: one offer twice in 10 days
+    plant(engine, 5, NOON + timedelta(days=10), run="b", offer="same")
+    plant(engine, 6, NOON, run="dup", offer="x")                                # V6: one run, two channels: fine
+    plant(engine, 6, NOON, run="dup", offer="x", channel="sms")
+    with engine.begin() as conn:
+        conn.execute(insert(CallTask.__table__), [
+            {"customer_id": 7, "person_id": 7, "due_on": NOON.date(), "status": "open", "script": "",
+             "created_at": NOON} for _ in range(2)])
+    counts = check(engine).to_dict()["counts"]
+    assert counts == {"marketing_without_consent": 2, "after_opt_out": 1, "inside_quiet_hours": 1,
+                      "over_frequency_cap": 1, "offer_within_cooldown": 1, "several_open_call_tasks": 1}
+    # the sms duplicate of V6 has no sms consent: it is the second "without consent"
+
+
+def test_a_history_written_by_campaigns_is_clean(engine, cli_env, tmp_path):
+    base(engine, tmp_path)
+    settings = Settings(email_transport="memory", sms_transport="memory", send_attempts=1)
+    for name, offer in (("one", "o1"), ("two", "o2"), ("three", "o3"), ("four", "o4"), ("again", "o1")):
+        spec = CampaignSpec(name=name, rule={"field": "name", "exists": True}, purpose="marketing", offer=offer,
+                            template="winback", channels=["email", "sms"], offer_values={"discount_percent": 5})
+        run = campaign_engine.start(engine, spec, now=NOON, settings=settings)
+        for page in campaign_engine.segment_pages(run):
+            campaign_engine.process_batch(run, page)
+        campaign_engine.finish(run)
+    report = run_json("compliance", "report")
+    assert report["total"] == 0 and report["checked_touches"] == 15          # 5 consenting × cap of 3
+    night = CampaignSpec(name="night", rule={"field": "name", "exists": True}, purpose="marketing", offer="o9",
+                         template="winback", channels=["email"], policy={"cap_max": 9},
+                         offer_values={"discount_percent": 5})
+    run = campaign_engine.start(engine, night, now=NOON + timedelta(hours=12), settings=settings)
+    for page in campaign_engine.segment_pages(run):
+        campaign_engine.process_batch(run, page)
+    campaign_engine.finish(run)
+    assert run_cli("compliance", "report").exit_code == 0                      # deferred, not sent at night
+
+
+def test_export_erase_and_reimport_stays_suppressed(engine, cli_env, tmp_path):
+    base(engine, tmp_path)
+    plant(engine, 3, NOON, run="r")
+    data = json.loads(run_cli("customer", "export", "V3").stdout)
+    assert data["customer"]["name"] == "Клиент 3" and data["touches"] and data["consents"]
+    erased = run_json("customer", "erase", "V3", "--yes")
+    assert erased["contact_points"] == 2
+    with engine.connect() as conn:
+        names = conn.execute(select(Customer.__table__.c.name)).scalars().all()
+        touch = conn.execute(select(Touch.__table__).where(Touch.__table__.c.customer_id == 3)).one()
+    assert "Клиент 3" not in names and touch.address is None and touch.status == "sent"
+    assert run_cli("customer", "export", "V3").exit_code == 1
+    import_file(engine, "customers", write_csv(tmp_path / "again.csv", ["external_id", "name", "email", "phone"],
+                                               [["V3-NEW", "Снова Клиент", "V3@Mail.ru", "8 916 000 00 03"]]))
+    with engine.connect() as conn:
+        statuses = conn.execute(select(ContactPoint.__table__.c.status).join(
+            Customer.__table__, Customer.__table__.c.id == ContactPoint.__table__.c.customer_id).where(
+            Customer.__table__.c.external_id == "V3-NEW")).scalars().all()
+    assert statuses == ["blocked", "blocked"]
