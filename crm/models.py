@@ -426,3 +426,21 @@ class Suppression(SQLModel, table=True):
     kind: str = Field(max_length=16)
     reason: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ChainSeal(SQLModel, table=True):
+    """A checkpoint of the history's hash chain: the chain value after the row with ``last_id``.
+
+    ``touchflow compliance verify`` recomputes the chains and compares them with every seal, so an
+    edited or deleted history row (up to the newest seal) is found.
+    """
+
+    __tablename__ = "chain_seals"
+    __table_args__ = (Index("ix_chain_seals_table_last", "table_name", "last_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    table_name: str = Field(max_length=32)
+    last_id: int
+    rows: int
+    chain: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -427,6 +427,10 @@ def finish(run: Run, status: str = "finished") -> dict[str, Any]:
     with write_tx(run.engine) as conn:
         conn.execute(update(runs).where(runs.c.id == run.run_id).values(finished_at=utcnow(), status=status,
                                                                          summary=summary))
+    if not run.dry_run:
+        from crm.audit import seal
+
+        seal(run.engine)
     return summary
 
 

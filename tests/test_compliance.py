@@ -98,3 +98,30 @@ def test_export_erase_and_reimport_stays_suppressed(engine, cli_env, tmp_path):
             Customer.__table__, Customer.__table__.c.id == ContactPoint.__table__.c.customer_id).where(
             Customer.__table__.c.external_id == "V3-NEW")).scalars().all()
     assert statuses == ["blocked", "blocked"]
+
+
+def test_verify_detects_edits_and_deletions(engine, cli_env, tmp_path):
+    from sqlalchemy import delete, update
+
+    from crm.models import Consent
+
+    base(engine, tmp_path)
+    spec = CampaignSpec(name="sealed", rule={"field": "name", "exists": True}, purpose="marketing", offer="s1",
+                        template="winback", channels=["email"], offer_values={"discount_percent": 5})
+    run = campaign_engine.start(engine, spec, now=NOON, settings=Settings(email_transport="memory"))
+    for page in campaign_engine.segment_pages(run):
+        campaign_engine.process_batch(run, page)
+    campaign_engine.finish(run)                                        # seals
+    assert run_json("compliance", "verify")["intact"] is True
+    with engine.begin() as conn:
+        conn.execute(update(Touch.__table__).where(Touch.__table__.c.id == 3).values(offer="something else"))
+    tampered = run_cli("compliance", "verify")
+    assert tampered.exit_code == 5 and "touches" in tampered.output
+    with engine.begin() as conn:
+        conn.execute(update(Touch.__table__).where(Touch.__table__.c.id == 3).values(offer="s1"))
+    assert run_cli("compliance", "verify").exit_code == 0
+    with engine.begin() as conn:
+        first = conn.execute(select(Consent.__table__.c.id).order_by(Consent.__table__.c.id)).scalars().first()
+        conn.execute(delete(Consent.__table__).where(Consent.__table__.c.id == first))
+    deleted = run_json("compliance", "verify", expect=5)
+    assert deleted["intact"] is False and any("consents" in p for p in deleted["problems"])

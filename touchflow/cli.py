@@ -120,6 +120,10 @@ def _import(kind: str, file: Path, rejects: Optional[Path], default_region: Opti
     except ImportFailed as exc:
         fail(str(exc))
     result = summary.to_dict()
+    if kind == "consents" and summary.created:
+        from crm.audit import seal
+
+        seal(engine)
     if kind == "customers" and summary.touched_customers != set():
         from crm.persons import refresh_persons
 
@@ -1079,6 +1083,31 @@ def customer_erase(external_id: str = typer.Argument(..., help="The customer's e
     else:
         console.print(f"erased {external_id}: {result['contact_points']} addresses suppressed, "
                       f"{result['touches']} history rows stripped of personal data", highlight=False)
+
+
+
+@compliance_app.command("verify")
+def compliance_verify(seal_after: bool = typer.Option(True, "--seal/--no-seal",
+                                                      help="Seal the current history when it verifies."),
+                      as_json: bool = JsonOption) -> None:
+    """Recompute the history's hash chains and compare with every seal: find edited or deleted rows.
+
+    Exit status 0 when intact, 5 when something changed.
+    """
+    from crm.audit import seal, verify
+
+    engine = open_database()
+    problems = verify(engine)
+    sealed = seal(engine) if seal_after and not problems else {}
+    if as_json:
+        print_json({"intact": not problems, "problems": problems, "sealed": sealed})
+    elif problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/]", highlight=False)
+    else:
+        console.print("history intact" + (f"; sealed {sealed}" if sealed else ""), highlight=False)
+    if problems:
+        raise typer.Exit(5)
 
 
 if __name__ == "__main__":

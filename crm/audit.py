@@ -1,0 +1,106 @@
+"""Tamper evidence for the history: hash chains over the append-only rows, sealed and verified.
+
+Each chain runs over a table's rows in id order: ``chain = SHA-256(previous chain + the row's
+immutable fields)``. Touches may change only by status moves (and erasure strips addresses and
+texts), so their chain covers what never changes: id, person, customer, campaign, run, offer,
+purpose, channel, claim key, template hash, body hash, consent, creation time. Consents and touch
+events are append-only and covered whole. ``seal`` records the chain after the newest row
+(campaign runs and imports seal automatically); ``verify`` recomputes every chain and compares it
+with every seal: an edited, inserted-in-the-past or deleted row shows up as the first seal that
+no longer matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from crm.db import write_tx
+from crm.models import ChainSeal, Consent, Touch, TouchEvent, utcnow
+
+seals = ChainSeal.__table__
+CHAINS = {
+    "touches": (Touch.__table__, ("id", "person_key", "customer_id", "campaign", "run_id", "offer", "purpose",
+                                  "channel", "claim_key", "template_hash", "body_hash", "consent_id", "created_at")),
+    "consents": (Consent.__table__, ("id", "customer_id", "channel", "purpose", "granted", "at", "source", "wording",
+                                     "recorded_at")),
+    "touch_events": (TouchEvent.__table__, ("id", "touch_id", "status", "at", "detail")),
+}
+
+
+def _canonical(values: dict[str, Any]) -> bytes:
+    def norm(value: Any) -> Any:
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return value
+
+    return json.dumps({k: norm(v) for k, v in values.items()}, sort_keys=True, ensure_ascii=False).encode()
+
+
+def _chains(engine: Engine, name: str):
+    """Yield (row id, rows so far, chain) for a table, in id order."""
+    table, columns = CHAINS[name]
+    chain = hashlib.sha256(name.encode()).hexdigest()
+    count = 0
+    last = 0
+    with engine.connect() as conn:
+        while True:
+            rows = conn.execute(select(*(table.c[c] for c in columns)).where(table.c.id > last)
+                                .order_by(table.c.id).limit(10000)).all()
+            if not rows:
+                return
+            for row in rows:
+                count += 1
+                chain = hashlib.sha256(chain.encode() + _canonical(dict(row._mapping))).hexdigest()
+                yield row.id, count, chain
+            last = rows[-1].id
+
+
+def seal(engine: Engine) -> dict[str, int]:
+    """Record each chain's value after its newest row; return the rows covered per table."""
+    covered = {}
+    for name in CHAINS:
+        final = None
+        for final in _chains(engine, name):
+            pass
+        if final is None:
+            continue
+        row_id, count, chain = final
+        with write_tx(engine) as conn:
+            newest = conn.execute(select(seals.c.last_id).where(seals.c.table_name == name)
+                                  .order_by(seals.c.last_id.desc()).limit(1)).scalar()
+            if newest != row_id:
+                conn.execute(insert(seals).values(table_name=name, last_id=row_id, rows=count, chain=chain,
+                                                  created_at=utcnow()))
+        covered[name] = count
+    return covered
+
+
+def verify(engine: Engine) -> list[str]:
+    """Recompute the chains; return a description of every seal that does not match (empty: intact)."""
+    problems: list[str] = []
+    with engine.connect() as conn:
+        expected = {name: conn.execute(select(seals.c.last_id, seals.c.rows, seals.c.chain)
+                                       .where(seals.c.table_name == name).order_by(seals.c.last_id)).all()
+                    for name in CHAINS}
+    for name, checkpoints in expected.items():
+        if not checkpoints:
+            continue
+        by_id = {cp.last_id: cp for cp in checkpoints}
+        newest, reached = max(by_id), set()
+        for row_id, count, chain in _chains(engine, name):
+            checkpoint = by_id.get(row_id)
+            if checkpoint is not None:
+                reached.add(row_id)
+                if (count, chain) != (checkpoint.rows, checkpoint.chain):
+                    problems.append(f"{name}: the rows up to id {row_id} changed since they were sealed "
+                                    "(a row was edited, deleted or inserted before it)")
+            if row_id >= newest:
+                break
+        for missing in sorted(set(by_id) - reached):
+            problems.append(f"{name}: the sealed row id {missing} is missing (rows were deleted)")
+    return problems
