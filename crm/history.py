@@ -296,7 +296,9 @@ def due_deferred(engine: Engine, campaign: str, now: datetime) -> list[dict[str,
 
 
 def history(engine: Engine, *, customer: str | None = None, campaign: str | None = None, channel: str | None = None,
-            status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+            status: str | None = None, purpose: str | None = None, manager: str | None = None,
+            since: datetime | None = None, until: datetime | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
     """Touches and decisions, newest last, with the consent relied upon."""
     query = (select(touches.c.id, touches.c.created_at, customers.c.external_id.label("customer"),
                     touches.c.person_key, touches.c.campaign, touches.c.run_id, touches.c.offer, touches.c.purpose,
@@ -318,6 +320,17 @@ def history(engine: Engine, *, customer: str | None = None, campaign: str | None
         query = query.where(touches.c.channel == channel)
     if status:
         query = query.where(touches.c.status == status)
+    if purpose:
+        query = query.where(touches.c.purpose == purpose)
+    if manager:
+        from crm.models import Manager
+
+        managers = Manager.__table__
+        query = query.where(touches.c.manager_id.in_(select(managers.c.id).where(managers.c.code == manager)))
+    if since:
+        query = query.where(touches.c.created_at >= since)
+    if until:
+        query = query.where(touches.c.created_at <= until)
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:

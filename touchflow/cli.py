@@ -851,6 +851,10 @@ def history_command(
     campaign: Optional[str] = typer.Option(None, "--campaign", help="A campaign name."),
     channel: Optional[str] = typer.Option(None, "--channel", help="email, sms, voice, telegram or call."),
     status: Optional[str] = typer.Option(None, "--status", help="claimed, sent, failed, unknown, deferred, skipped…"),
+    purpose: Optional[str] = typer.Option(None, "--purpose", help="marketing or service."),
+    manager: Optional[str] = typer.Option(None, "--manager", help="A rep's code (call touches)."),
+    since: Optional[str] = typer.Option(None, "--since", help="From this date."),
+    until: Optional[str] = typer.Option(None, "--until", help="Up to this date."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     as_json: bool = JsonOption,
@@ -858,7 +862,15 @@ def history_command(
     """Every touch and every decision not to touch, with the consent relied upon and the reason."""
     from crm.history import history
 
-    rows = history(open_database(), customer=customer, campaign=campaign, channel=channel, status=status, limit=limit)
+    from datetime import datetime, time, timezone
+
+    def instant(value: Optional[str], end: bool):
+        return None if value is None else datetime.combine(_as_of(value), time.max if end else time.min,
+                                                           tzinfo=timezone.utc)
+
+    rows = history(open_database(), customer=customer, campaign=campaign, channel=channel, status=status,
+                   purpose=purpose, manager=manager, since=instant(since, False), until=instant(until, True),
+                   limit=limit)
     if as_json or fmt == "json":
         print_json({"rows": rows, "count": len(rows)})
         return
