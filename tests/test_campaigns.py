@@ -240,6 +240,9 @@ def test_campaign_and_history_commands(engine, cli_env, tmp_path, monkeypatch):
     assert {r["customer"] for r in person} == {"P02", "P03"}           # the whole person
     sent = next(r for r in person if r["status"] == "sent")
     assert sent["consent_source"] == "import:k.csv" and sent["consent_at"].startswith("2025-01-01")
+    assert run_json("history", "--purpose", "service")["count"] == 0
+    assert run_json("history", "--since", "2099-01-01")["count"] == 0
+    assert run_json("history", "--campaign", "promo", "--status", "sent", "--channel", "email")["count"] == 9
     csv_out = run_cli("history", "--campaign", "promo", "--format", "csv").stdout
     assert csv_out.splitlines()[0].startswith("id,created_at,customer") and len(csv_out.splitlines()) == 13
 
