@@ -297,6 +297,15 @@ def _as_of(value: Optional[str]):
         fail(f"--as-of {value!r} is not a date; write it as 2026-11-23")
 
 
+def _day_bound(value: Optional[str], end: bool):
+    """The first (or last) instant of a --since / --until day, in UTC; None when not given."""
+    from datetime import datetime, time, timezone
+
+    if value is None:
+        return None
+    return datetime.combine(_as_of(value), time.max if end else time.min, tzinfo=timezone.utc)
+
+
 _AS_OF = typer.Option(None, "--as-of", help="Evaluate as of this date (default today), e.g. 2026-11-23.")
 
 
@@ -862,14 +871,8 @@ def history_command(
     """Every touch and every decision not to touch, with the consent relied upon and the reason."""
     from crm.history import history
 
-    from datetime import datetime, time, timezone
-
-    def instant(value: Optional[str], end: bool):
-        return None if value is None else datetime.combine(_as_of(value), time.max if end else time.min,
-                                                           tzinfo=timezone.utc)
-
     rows = history(open_database(), customer=customer, campaign=campaign, channel=channel, status=status,
-                   purpose=purpose, manager=manager, since=instant(since, False), until=instant(until, True),
+                   purpose=purpose, manager=manager, since=_day_bound(since, False), until=_day_bound(until, True),
                    limit=limit)
     if as_json or fmt == "json":
         print_json({"rows": rows, "count": len(rows)})
@@ -1031,17 +1034,10 @@ def compliance_report(
 
     Exit status 0 when there are none, 4 when there are some.
     """
-    from datetime import datetime, time, timezone
-
     from crm.compliance import check
     from crm.policy import Policy
 
-    def instant(value: Optional[str], end: bool):
-        if value is None:
-            return None
-        return datetime.combine(_as_of(value), time.max if end else time.min, tzinfo=timezone.utc)
-
-    report = check(open_database(), since=instant(since, False), until=instant(until, True),
+    report = check(open_database(), since=_day_bound(since, False), until=_day_bound(until, True),
                    policy=Policy(cap_max=cap_max, cap_days=cap_days, offer_cooldown_days=cooldown_days,
                                  default_timezone=get_settings().default_timezone)).to_dict()
     if as_json:
