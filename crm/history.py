@@ -162,7 +162,11 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
                     with conn.begin_nested():
                         claimed.extend(_claim_all(conn, [(decision, row, wanted)], now))
                 except IntegrityError:
-                    refused.append(_refusal(row, "cooling_down", "another run claimed this person first"))
+                    current = {(r.scope, r.key): r.touch_id for r in conn.execute(
+                        select(locks.c.scope, locks.c.key, locks.c.touch_id)
+                        .where(locks.c.person_id == decision.person_id))}
+                    reason = _blocked(decision, current, set(), offer, purpose, policy) or "cooling_down"
+                    refused.append(_refusal(row, reason, "another run claimed this person first"))
     return claimed, refused
 
 

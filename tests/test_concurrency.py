@@ -130,3 +130,45 @@ def test_a_campaign_shared_among_worker_processes_contacts_each_person_once(engi
         sent = Counter(conn.execute(select(Touch.__table__.c.customer_id)
                                     .where(Touch.__table__.c.status == "sent")).scalars())
     assert len(sent) == 50 and set(sent.values()) == {1}
+
+
+def _call_worker(url: str, name: str, offer: str, barrier) -> None:
+    from datetime import datetime, timezone
+
+    from crm.db import make_engine
+    from flows.engine import run_campaign
+    from flows.spec import CampaignSpec
+    from touchflow.settings import Settings
+
+    engine = make_engine(url)
+    spec = CampaignSpec(name=name, rule={"field": "name", "contains": "Клиент"}, purpose="service", offer=offer,
+                        template="isp_tv_package", channels=["call"])
+    barrier.wait()
+    run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=5, settings=Settings(send_attempts=1))
+
+
+def test_concurrent_call_campaigns_leave_one_open_task_per_person(engine, db_url, tmp_path):
+    from sqlalchemy import func, insert
+
+    from crm.models import CallTask, Manager
+
+    rows = [[f"C{i:02d}", f"Клиент {i}", f"+7916100{i:04d}", "rep1" if i % 2 else "rep2"] for i in range(30)]
+    import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "phone", "manager"], rows))
+    refresh_persons(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(Manager.__table__).values(code="rep3", name="Третий", active=True))
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    workers = [ctx.Process(target=_call_worker, args=(db_url, f"calls-{i}", f"offer-{i}", barrier)) for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    with engine.connect() as conn:
+        per_person = conn.execute(select(CallTask.__table__.c.person_id, func.count())
+                                  .group_by(CallTask.__table__.c.person_id)).all()
+        skipped = Counter(conn.execute(select(Touch.__table__.c.reason)
+                                       .where(Touch.__table__.c.status == "skipped")).scalars())
+    assert len(per_person) == 30 and {count for _, count in per_person} == {1}
+    assert skipped == {"open_call_task": 60}
