@@ -139,3 +139,14 @@ def test_contexts_come_from_the_base(engine, tmp_path):
     card["offer"] = offer
     text = render("replenishment_reminder", "email", card).text
     assert "11 апреля" in text and "через 7 дней" in text and "1\u00a0600\u00a0₽" in text
+
+
+def test_render_pool_renders_in_another_process_and_returns_errors(root):
+    from channels.render_pool import RenderPool
+
+    good = context()
+    bad = sample_context({})          # no offer.discount: the email part fails in the worker
+    with RenderPool(root=root) as pool:
+        first, second = pool.submit("offer", "email", [good, bad]).result()
+    assert first.subject == "Анна, привет" and "Скидка 10%" in first.text
+    assert isinstance(second, TemplateError) and second.variable == "discount"
