@@ -141,7 +141,7 @@ class RejectsWriter:
             self._fh = self.path.open("w", encoding="utf-8-sig", newline="")
             self._writer = csv.writer(self._fh, delimiter=self.delimiter)
             self._writer.writerow(["_row", "_reason", *self.header])
-        self._writer.writerow([row_number, reason, *("" if v is None else v for v in values)])
+        self._writer.writerow([row_number, reason, *("" if v is None else v for v in values or ())])
 
     def close(self) -> None:
         """Flush and close the file if it was opened."""
@@ -210,7 +210,9 @@ def parse_rows(kind: str, table: Table, positions: dict[int, str], options: Impo
                 record = writer.parse({name: _cell(values, index) for index, name in positions.items()})
             except (RowError, ValueError) as exc:
                 record = str(exc)
-        chunk.append((number, values, record))
+        # rows the writer can no longer reject need not carry their raw values back (less to pickle)
+        keep = isinstance(record, str) or writer.rejects_on_write
+        chunk.append((number, values if keep else None, record))
         if len(chunk) >= options.batch_size:
             yield chunk, table.position()
             chunk = []
@@ -368,6 +370,7 @@ class _Writer:
     """Parse one kind of row and write batches of them."""
 
     TOUCHED_LIMIT = 200_000
+    rejects_on_write = True  # write() may turn a parsed row into a rejection (e.g. an unknown customer)
 
     def __init__(self, options: ImportOptions, path: Path) -> None:
         self.options = options
@@ -417,6 +420,7 @@ class CustomerWriter(_Writer):
     """Upsert customers by external id, with their email, phone and Telegram contact points."""
 
     FIELDS = ("name", "first_name", "birthday", "region", "timezone", "preferred_channel")
+    rejects_on_write = False
 
     def parse(self, raw: dict[str, Any]) -> dict[str, Any]:
         external_id = _text(raw, "external_id")
