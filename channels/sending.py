@@ -37,15 +37,21 @@ async def send_with_retry(channel: Channel, message: Message, *, rate: float = 0
 
 async def send_all(channel: Channel, messages: list[Message], *, concurrency: int = 4, **kwargs
                    ) -> list[Delivery | ChannelError]:
-    """Send many messages with ``concurrency`` in flight; each result is a Delivery or the error it met."""
-    gate = asyncio.Semaphore(max(1, concurrency))
+    """Send many messages with ``concurrency`` in flight; each result is a Delivery or the error it met.
 
-    async def one(message: Message) -> Delivery | ChannelError:
-        async with gate:
+    ``concurrency`` workers take the next message in turn (no task per message), as a bare client
+    loop over that many connections would.
+    """
+    results: list[Delivery | ChannelError | None] = [None] * len(messages)
+    positions = iter(range(len(messages)))
+
+    async def worker() -> None:
+        for index in positions:
             try:
-                return await send_with_retry(channel, message, **kwargs)
+                results[index] = await send_with_retry(channel, messages[index], **kwargs)
             except ChannelError as exc:
-                return exc
+                results[index] = exc
 
     await channel.open()
-    return list(await asyncio.gather(*(one(m) for m in messages)))
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(messages))))))
+    return results  # type: ignore[return-value]
