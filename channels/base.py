@@ -25,6 +25,7 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     attachments: list[tuple[str, bytes, str]] = field(default_factory=list)  # (file name, content, MIME type)
+    prebuilt: tuple[bytes, str] | None = None  # email bytes and Message-ID built elsewhere (a render process)
 
 
 @dataclass

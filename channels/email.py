@@ -111,7 +111,7 @@ class SmtpEmailChannel:
         try:
             if client is None or not client.is_connected:
                 client = await self._connect()
-            data, message_id = build_email(message, self.config.from_address)
+            data, message_id = message.prebuilt or build_email(message, self.config.from_address)
             delivery = await self._transaction(client, message, data, message_id)
             keep = client
             return delivery

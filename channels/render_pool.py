@@ -15,6 +15,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from channels.base import Message
+from channels.mime import build_email
 from channels.render import Rendered, TemplateError, render
 
 
@@ -26,6 +28,21 @@ def _render_many(name: str, channel: str, contexts: list[dict[str, Any]], root: 
             results.append(render(name, channel, context, root=Path(root) if root else None, **options))
         except TemplateError as exc:
             results.append(exc)
+    return results
+
+
+def _email_messages(name: str, items: list[tuple[dict[str, Any], Message]], from_address: str, root: str | None,
+                    options: dict[str, Any]) -> list[Message | TemplateError]:
+    results: list[Message | TemplateError] = []
+    for context, message in items:
+        try:
+            rendered = render(name, "email", context, root=Path(root) if root else None, **options)
+        except TemplateError as exc:
+            results.append(exc)
+            continue
+        message.subject, message.text, message.html = rendered.subject, rendered.text, rendered.html
+        message.prebuilt = build_email(message, from_address)
+        results.append(message)
     return results
 
 
@@ -41,6 +58,10 @@ class RenderPool:
     def submit(self, name: str, channel: str, contexts: list[dict[str, Any]]) -> Future:
         """Render ``contexts`` with template ``name`` for ``channel``; each result is Rendered or a TemplateError."""
         return self.pool.submit(_render_many, name, channel, contexts, self.root, self.options)
+
+    def submit_emails(self, name: str, items: list[tuple[dict[str, Any], Message]], from_address: str) -> Future:
+        """Render and build whole emails (addressed ``Message`` skeletons in, ready messages out)."""
+        return self.pool.submit(_email_messages, name, items, from_address, self.root, self.options)
 
     def close(self) -> None:
         """Stop the worker."""
