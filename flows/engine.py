@@ -49,7 +49,7 @@ runs = CampaignRun.__table__
 touches = Touch.__table__
 locks = ContactLock.__table__
 SAMPLE_SIZE = 3
-SEND_CHUNK = 50  # touches marked sending per step: what a crash can leave unknown
+SEND_CHUNK = 200  # touches marked sending per step: what a crash can leave unknown
 
 
 @dataclass
