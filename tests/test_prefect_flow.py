@@ -44,3 +44,20 @@ def test_campaign_flow_runs_batches_as_tasks(harness, engine, cli_env, tmp_path,
     assert [r.status for r in runs] == ["finished"] and len(sent) == 10
     again = campaign_flow(str(path), batch_size=100)
     assert again["channels"] == {} and again["not_contacted"]["cooling_down"] == 10
+
+
+def test_secrets_come_from_prefect_secret_blocks(harness, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from channels.registry import build_channel
+    from touchflow.secrets import SecretMissing, secret
+    from touchflow.settings import Settings
+
+    Secret(value="123456:FROM-BLOCK").save("touchflow-test-telegram", overwrite=True)
+    monkeypatch.setenv("TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK", "touchflow-test-telegram")
+    assert secret(None, "TOUCHFLOW_TELEGRAM_BOT_TOKEN") == "123456:FROM-BLOCK"
+    channel = build_channel("telegram", Settings(telegram_transport="telegram"))
+    assert channel.config.token == "123456:FROM-BLOCK" and "FROM-BLOCK" not in repr(channel)
+    monkeypatch.setenv("TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK", "no-such-block")
+    with pytest.raises(SecretMissing, match="no-such-block"):
+        secret(None, "TOUCHFLOW_TELEGRAM_BOT_TOKEN")
