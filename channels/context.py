@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from crm.db import in_chunks
 from crm.models import Customer, Manager, Prediction, Purchase, ServiceEvent
 
 customers = Customer.__table__
@@ -38,8 +39,7 @@ def contexts_for(engine: Engine, customer_ids: Iterable[int], *, offer: dict[str
     as_of = as_of or date.today()
     result: dict[int, dict[str, Any]] = {}
     with engine.connect() as conn:
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
+        for chunk in in_chunks(ids):
             _fill(conn, chunk, result, offer or {}, as_of, company, locale)
     return result
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from crm.db import in_chunks
 from crm.models import CallTask, Consent, Customer, Touch
 from crm.policy import Policy
 
@@ -73,10 +74,10 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
         rows = conn.execute(query).all()
         ledger: dict[tuple[int, str, str], list[tuple[datetime, int, bool]]] = defaultdict(list)
         ids = sorted({r.customer_id for r in rows})
-        for start in range(0, len(ids), 900):
+        for chunk in in_chunks(ids):
             for c in conn.execute(select(consents.c.id, consents.c.customer_id, consents.c.channel,
                                          consents.c.purpose, consents.c.granted, consents.c.at)
-                                  .where(consents.c.customer_id.in_(ids[start:start + 900]))):
+                                  .where(consents.c.customer_id.in_(chunk))):
                 ledger[(c.customer_id, c.channel, c.purpose)].append((c.at, c.id, c.granted))
         open_calls = conn.execute(select(tasks.c.person_id, func.count()).where(tasks.c.status == "open")
                                   .group_by(tasks.c.person_id).having(func.count() > 1)).all()

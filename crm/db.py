@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -13,10 +14,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, create_engine
+from sqlmodel import create_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+IN_LIST_SIZE = 900  # values per IN (...) list: under SQLite's bound-parameter limit, cheap on PostgreSQL
 
 
 class SchemaError(RuntimeError):
@@ -78,16 +81,11 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """Yield a session that commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+def in_chunks(items: Sequence[T], size: int = IN_LIST_SIZE) -> Iterator[list[T]]:
+    """Split ``items`` into lists short enough for one ``IN (...)`` each."""
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _alembic_config(engine: Engine | None = None) -> Config:

@@ -9,17 +9,26 @@ SQLite and PostgreSQL alike; the loser records why it did not contact.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    String,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from crm.bulk import bulk_insert
-from crm.db import write_tx
+from crm.db import in_chunks, write_tx
 from crm.models import (
     Consent,
     ContactLock,
@@ -39,7 +48,6 @@ customers = Customer.__table__
 contacts = ContactPoint.__table__
 consents = Consent.__table__
 
-FINAL = ("sent", "delivered", "failed", "unknown", "skipped")
 ORDER = {"deferred": 0, "claimed": 1, "sending": 2, "sent": 3, "delivered": 4, "failed": 4, "unknown": 4,
          "skipped": 4}
 RELEASING = ("failed", "skipped")  # not delivered for sure: the person's locks are freed
@@ -56,15 +64,10 @@ class Claimed:
     decision: Decision
 
 
-def _chunks(items: list, size: int = 900) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def load_candidates(conn: Connection, customer_ids: list[int]) -> list[Candidate]:
     """Customers with their contact points and latest consent entries, in id order."""
     result: dict[int, Candidate] = {}
-    for chunk in _chunks(customer_ids):
+    for chunk in in_chunks(customer_ids):
         for row in conn.execute(select(customers.c.id, customers.c.person_id, customers.c.timezone,
                                        customers.c.preferred_channel).where(customers.c.id.in_(chunk))):
             result[row.id] = Candidate(row.id, row.person_id or row.id, row.timezone, row.preferred_channel, [], {})
@@ -116,7 +119,7 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
     persons = sorted({d.person_id for d in decisions})
     with write_tx(engine) as conn:
         held: dict[int, dict[tuple[str, str], int | None]] = {}
-        for chunk in _chunks(persons):
+        for chunk in in_chunks(persons):
             conn.execute(delete(locks).where(locks.c.person_id.in_(chunk), locks.c.expires_at.is_not(None),
                                              locks.c.expires_at <= now))
             for row in conn.execute(select(locks.c.person_id, locks.c.scope, locks.c.key, locks.c.touch_id)
@@ -125,7 +128,7 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
         holders = {tid for person in held.values() for tid in person.values() if tid}
         this_run: set[int] = set()
         holder_campaign: dict[int, tuple[str | None, Any]] = {}
-        for chunk in _chunks(sorted(holders)):
+        for chunk in in_chunks(sorted(holders)):
             for row in conn.execute(select(touches.c.id, touches.c.run_id, touches.c.campaign, touches.c.created_at)
                                     .where(touches.c.id.in_(chunk))):
                 holder_campaign[row.id] = (row.campaign, row.created_at)
@@ -177,7 +180,7 @@ def _claim_all(conn: Connection, planned: list, now: datetime) -> list[Claimed]:
     bulk_insert(conn, touches, TOUCH_COLUMNS, [row for _, row, _ in planned])
     keys = [row["claim_key"] for _, row, _ in planned]
     ids: dict[str, int] = {}
-    for chunk in _chunks(keys):
+    for chunk in in_chunks(keys):
         ids.update(dict(conn.execute(select(touches.c.claim_key, touches.c.id)
                                      .where(touches.c.claim_key.in_(chunk))).all()))
     lock_rows, event_rows, result = [], [], []
@@ -223,7 +226,7 @@ def move(engine: Engine, moves: list[dict[str, Any]], *, at: datetime | None = N
     ids = [m["touch_id"] for m in moves]
     with write_tx(engine) as conn:
         current: dict[int, str] = {}
-        for chunk in _chunks(ids):
+        for chunk in in_chunks(ids):
             query = select(touches.c.id, touches.c.status).where(touches.c.id.in_(chunk))
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
@@ -250,7 +253,7 @@ def move(engine: Engine, moves: list[dict[str, Any]], *, at: datetime | None = N
             conn.execute(update(touches).where(touches.c.id == bindparam("b_id"))
                          .values(status=bindparam("status"), updated_at=bindparam("updated_at"), **keep), updates)
             bulk_insert(conn, events, ("touch_id", "status", "at", "detail"), new_events)
-        for chunk in _chunks(released):
+        for chunk in in_chunks(released):
             conn.execute(delete(locks).where(locks.c.touch_id.in_(chunk), locks.c.scope != "call"))
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert
 from crm.columns import SPECS, resolve_header
-from crm.db import write_tx
+from crm.db import in_chunks, write_tx
 from crm.models import (
     Channel,
     Consent,
@@ -350,11 +350,12 @@ def _attribute_value(value: object) -> object:
     if isinstance(value, date):
         return value.isoformat()
     text = str(value)
-    if _NUMBER.match(text) and not (len(text) > 1 and text.lstrip("-").startswith("0") and "." not in text
-                                    and "," not in text):
-        number = float(text.replace(",", "."))
-        return int(number) if number.is_integer() and not re.search(r"[.,]", text) else number
-    return text
+    if not _NUMBER.match(text):
+        return text
+    if "." in text or "," in text:
+        return float(text.replace(",", "."))
+    digits = text.lstrip("-")
+    return text if len(digits) > 1 and digits.startswith("0") else int(text)  # "007" is a code, not 7
 
 
 def _blank(value: object) -> bool:
@@ -394,10 +395,8 @@ class _Writer:
         raise NotImplementedError
 
     def _customer_ids(self, conn: Connection, external_ids: Iterable[str]) -> dict[str, int]:
-        ids = list(set(external_ids))
         result: dict[str, int] = {}
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
+        for chunk in in_chunks(set(external_ids)):
             rows = conn.execute(select(customers_t.c.external_id, customers_t.c.id)
                                 .where(customers_t.c.external_id.in_(chunk)))
             result.update({ext: cid for ext, cid in rows})
@@ -477,10 +476,10 @@ class CustomerWriter(_Writer):
         managers = self._manager_ids(conn, {r["manager"] for r in records if r.get("manager")})
         existing = {
             row.external_id: row
-            for start in range(0, len(records), 900)
+            for chunk in in_chunks([r["external_id"] for r in records])
             for row in conn.execute(select(*(customers_t.c[name] for name in (
                 "id", "external_id", *self.FIELDS, "manager_id", "attributes"))).where(
-                customers_t.c.external_id.in_([r["external_id"] for r in records[start:start + 900]])))
+                customers_t.c.external_id.in_(chunk)))
         }
         outcomes: list[str] = []
         new_rows: list[dict[str, Any]] = []
@@ -554,10 +553,10 @@ class CustomerWriter(_Writer):
             return set()
         customer_ids = list({cid for _, cid, _, _ in wanted} & existing_ids)
         current: dict[tuple[int, str], list[Any]] = {}
-        for start in range(0, len(customer_ids), 900):
+        for chunk in in_chunks(customer_ids):
             for row in conn.execute(select(contacts_t.c.id, contacts_t.c.customer_id, contacts_t.c.kind,
                                            contacts_t.c.value, contacts_t.c.status)
-                                    .where(contacts_t.c.customer_id.in_(customer_ids[start:start + 900]))):
+                                    .where(contacts_t.c.customer_id.in_(chunk))):
                 current.setdefault((row.customer_id, row.kind), []).append(row)
         inserts: list[dict[str, Any]] = []
         status_moves: list[dict[str, Any]] = []
@@ -622,9 +621,9 @@ class _KeyedWriter(_Writer):
         customers = self._customer_ids(conn, (r["customer"] for r in records))
         keys = [r["key"] for r in records]
         existing = set()
-        for start in range(0, len(keys), 900):
+        for chunk in in_chunks(keys):
             existing.update(conn.execute(select(self.table.c.source_key)
-                                         .where(self.table.c.source_key.in_(keys[start:start + 900]))).scalars())
+                                         .where(self.table.c.source_key.in_(chunk))).scalars())
         outcomes: list[str] = []
         rows: list[dict[str, Any]] = []
         now = utcnow()
@@ -728,10 +727,10 @@ class ConsentWriter(_Writer):
         customers = self._customer_ids(conn, (r["customer"] for r in records))
         ids = list(set(customers.values()))
         existing = set()
-        for start in range(0, len(ids), 900):
+        for chunk in in_chunks(ids):
             for row in conn.execute(select(consents_t.c.customer_id, consents_t.c.channel, consents_t.c.purpose,
                                            consents_t.c.granted, consents_t.c.at, consents_t.c.source)
-                                    .where(consents_t.c.customer_id.in_(ids[start:start + 900]))):
+                                    .where(consents_t.c.customer_id.in_(chunk))):
                 existing.add((row.customer_id, row.channel, row.purpose, row.granted, row.at, row.source))
         outcomes: list[str] = []
         rows: list[dict[str, Any]] = []

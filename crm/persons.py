@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from crm.db import write_tx
+from crm.db import in_chunks, write_tx
 from crm.importing import SUPERSEDED
 from crm.models import ContactKind, ContactPoint, Customer
 
@@ -80,9 +80,9 @@ def duplicate_groups(engine: Engine) -> list[PersonGroup]:
             by_root.setdefault(root, PersonGroup(customer_ids=[])).customer_ids.append(customer_id)
         all_ids = list(groups.parent)
         details = {}
-        for start in range(0, len(all_ids), 900):
+        for chunk in in_chunks(all_ids):
             for row in conn.execute(select(customers_t.c.id, customers_t.c.external_id, customers_t.c.name)
-                                    .where(customers_t.c.id.in_(all_ids[start:start + 900]))):
+                                    .where(customers_t.c.id.in_(chunk))):
                 details[row.id] = row
     for address, members in sorted(addresses.items()):
         by_root[groups.find(min(members))].shared.append(address)

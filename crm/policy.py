@@ -14,9 +14,6 @@ from zoneinfo import ZoneInfo
 
 from crm.models import CHANNEL_CONTACT_KIND, ContactStatus
 
-REASONS = ("no_consent", "unreachable", "opted_out", "capped", "cooling_down", "quiet_hours", "same_person",
-           "holdout", "open_call_task", "suppressed", "render_failed")
-
 
 @dataclass(frozen=True)
 class QuietHours:

@@ -16,8 +16,17 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from crm.cards import customer_card
-from crm.db import write_tx
-from crm.models import CallTask, ContactPoint, ContactStatus, Customer, InstanceKey, Suppression, Touch, utcnow
+from crm.db import in_chunks, write_tx
+from crm.models import (
+    CallTask,
+    ContactPoint,
+    ContactStatus,
+    Customer,
+    InstanceKey,
+    Suppression,
+    Touch,
+    utcnow,
+)
 
 customers = Customer.__table__
 contacts = ContactPoint.__table__
@@ -55,10 +64,8 @@ def suppressed(conn: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str,
         return set()
     digests = {address_digest(salt_value, kind, value): (kind, value) for kind, value in pairs}
     found = set()
-    items = list(digests)
-    for start in range(0, len(items), 900):
-        found.update(conn.execute(select(suppressions.c.hash).where(
-            suppressions.c.hash.in_(items[start:start + 900]))).scalars())
+    for chunk in in_chunks(list(digests)):
+        found.update(conn.execute(select(suppressions.c.hash).where(suppressions.c.hash.in_(chunk))).scalars())
     return {digests[d] for d in found}
 
 

@@ -16,7 +16,6 @@ from sqlalchemy.engine import Engine
 from channels.base import Message
 from crm.db import write_tx
 from crm.models import CallTask, Customer, Manager, utcnow
-from touchflow.settings import Settings
 
 tasks = CallTask.__table__
 managers = Manager.__table__
@@ -53,7 +52,7 @@ def create_task(engine: Engine, message: Message, *, campaign: str, offer: str, 
     return f"task-{task_id}"
 
 
-def make_task_sink(engine: Engine, *, campaign: str, offer: str, as_of: date, settings: Settings):
+def make_task_sink(engine: Engine, *, campaign: str, offer: str, as_of: date):
     """The async sink the call channel hands messages to."""
     async def sink(message: Message) -> str:
         return await asyncio.to_thread(create_task, engine, message, campaign=campaign, offer=offer, due_on=as_of)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -246,8 +246,8 @@ def _rendered_for(rendered: dict, decision: Decision) -> Rendered:
 
 def _channel(run: Run, name: str) -> Channel:
     if name not in run.channels:
-        sink = make_task_sink(run.engine, campaign=run.spec.name, offer=run.spec.offer, as_of=run.as_of,
-                              settings=run.settings) if name == "call" else None
+        sink = (make_task_sink(run.engine, campaign=run.spec.name, offer=run.spec.offer, as_of=run.as_of)
+                if name == "call" else None)
         run.channels[name] = build_channel(name, run.settings, task_sink=sink)
     return run.channels[name]
 

@@ -28,7 +28,7 @@ from sqlalchemy import and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert
-from crm.db import write_tx
+from crm.db import in_chunks, write_tx
 from crm.models import (
     Customer,
     CustomerStats,
@@ -45,15 +45,9 @@ stats = CustomerStats.__table__
 predictions = Prediction.__table__
 purchases = Purchase.__table__
 events = ServiceEvent.__table__
-CHUNK = 900
 PAGE = 20000
 PREDICTION_COLUMNS = ("customer_id", "basis", "key", "observations", "last_on", "last_quantity", "avg_daily_use",
                       "interval_days", "interval_source", "due_on", "note", "refreshed_at")
-
-
-def _chunks(ids: list[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start:start + CHUNK]
 
 
 def refresh(engine: Engine, customer_ids: Iterable[int] | None = None,
@@ -77,7 +71,7 @@ def _scope(column: Any, ids: list[int] | None) -> list[Any]:
 
 
 def _refresh_stats(conn: Connection, ids: list[int] | None) -> int:
-    batches = [None] if ids is None else list(_chunks(ids))
+    batches = [None] if ids is None else list(in_chunks(ids))
     total = 0
     for batch in batches:
         conn.execute(delete(stats).where(*_scope(stats.c.customer_id, batch)))
@@ -118,7 +112,7 @@ def _refresh_rfm(conn: Connection) -> None:
 def _pages(conn: Connection, ids: list[int] | None) -> Iterator[Any]:
     """Yield WHERE-able filters on customer_id covering ``ids`` (or everyone) a page at a time."""
     if ids is not None:
-        for batch in _chunks(ids):
+        for batch in in_chunks(ids):
             yield lambda column, batch=batch: column.in_(batch)
         return
     low, high = conn.execute(select(func.min(customers.c.id), func.max(customers.c.id))).one()
@@ -241,7 +235,7 @@ def _refresh_service(conn: Connection, ids: list[int] | None) -> int:
 
 
 def _replace_predictions(conn: Connection, ids: list[int] | None, basis: str, rows: Iterable[dict[str, Any]]) -> int:
-    for batch in [None] if ids is None else _chunks(ids):
+    for batch in [None] if ids is None else in_chunks(ids):
         conn.execute(delete(predictions).where(predictions.c.basis == basis,
                                                *_scope(predictions.c.customer_id, batch)))
     pending: list[dict[str, Any]] = []

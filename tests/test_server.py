@@ -15,8 +15,7 @@ from twilio.request_validator import RequestValidator
 from channels.telegram_links import create_link
 from channels.unsubscribe import make_token, signing_key
 from crm.importing import import_file
-from crm.models import Consent, ContactPoint, Touch
-from crm.policy import ConsentState  # noqa: F401  (documents what the ledger rows mean)
+from crm.models import Consent, ContactPoint, Touch, TouchEvent
 from flows import engine as campaign_engine
 from flows.spec import CampaignSpec
 from tests.helpers import write_csv
@@ -100,7 +99,8 @@ def test_twilio_status_callbacks_are_validated_and_only_move_forward(engine, ser
     assert replay.status_code == 200
     with engine.connect() as conn:
         touch = conn.execute(select(Touch.__table__)).one()
-        events = conn.execute(select(Touch.__table__.c.status)).scalars().all()
+        events = conn.execute(select(TouchEvent.__table__.c.status)
+                              .where(TouchEvent.__table__.c.touch_id == touch.id)).scalars().all()
     assert touch.status == "delivered" and touch.delivered_at is not None and events == ["delivered"]
 
 

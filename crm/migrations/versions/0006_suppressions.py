@@ -5,11 +5,11 @@ Revises: 0005
 Create Date: 2026-11-23 01:59:20.145732
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import crm.models
+from alembic import op
 
+import crm.models
 
 revision = '0006'
 down_revision = '0005'

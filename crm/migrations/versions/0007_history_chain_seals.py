@@ -5,11 +5,11 @@ Revises: 0006
 Create Date: 2026-11-23 02:02:01.897969
 """
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import crm.models
+from alembic import op
 
+import crm.models
 
 revision = '0007'
 down_revision = '0006'
