@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--purchases", type=int, default=500_000)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=20000)
     parser.add_argument("--postgres", help="PostgreSQL URL; a throw-away schema is used")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()

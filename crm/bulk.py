@@ -18,26 +18,37 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": ":{n
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts holding at least ``columns``) into ``table`` in one executemany."""
+    if rows:
+        bulk_insert_tuples(conn, table, columns, [tuple([row[name] for name in columns]) for row in rows])
+
+
+def bulk_insert_tuples(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (sequences of values in the order of ``columns``) into ``table`` in one executemany."""
     if not rows:
         return
     dialect = conn.dialect
-    processors: list[Callable[[Any], Any] | None] = [
-        table.c[name].type._cached_bind_processor(dialect) for name in columns]
     style = dialect.paramstyle
     if style not in ("qmark", "format", "pyformat"):
         from sqlalchemy import insert
 
-        conn.execute(insert(table), [{name: row[name] for name in columns} for row in rows])
+        conn.execute(insert(table), [dict(zip(columns, row)) for row in rows])
         return
     preparer = dialect.identifier_preparer
     sql = (f"INSERT INTO {preparer.format_table(table)} ({', '.join(preparer.quote(c) for c in columns)}) "
            f"VALUES ({', '.join(_PLACEHOLDERS[style] for _ in columns)})")
-    converters = [_memoised(process) if process is not None else None for process in processors]
-    params = [
-        tuple(value if convert is None or value is None else convert(value)
-              for value, convert in zip([row[name] for name in columns], converters))
-        for row in rows
-    ]
+    converters = [(index, _memoised(process)) for index, process in enumerate(
+        table.c[name].type._cached_bind_processor(dialect) for name in columns) if process is not None]
+    if converters:
+        params = []
+        for row in rows:
+            values = list(row)
+            for index, convert in converters:
+                value = values[index]
+                if value is not None:
+                    values[index] = convert(value)
+            params.append(tuple(values))
+    else:
+        params = [row if isinstance(row, tuple) else tuple(row) for row in rows]
     conn.exec_driver_sql(sql, params)
 
 

@@ -249,3 +249,23 @@ def test_small_batches_give_the_same_result_as_one_batch(engine, cli_env, tmp_pa
     customers = _customers(engine)
     assert len(customers) == 250 and customers["N5"].name == "Клиент 5 (повтор)"
     assert len(_contacts(engine)) == 500
+
+
+def test_parsing_process_and_mixed_batches_attach_contacts_to_the_right_customers(engine, tmp_path):
+    """New and existing records in one batch, parsed in the second process: every id read back is right."""
+    from crm.importing import ImportOptions, import_file
+
+    first = write_csv(tmp_path / "a.csv", CUSTOMER_HEADER,
+                      [[f"E{i}", f"Старый {i}", "", "", "", f"old{i}@mail.ru", "", "", ""] for i in range(0, 40, 2)])
+    import_file(engine, "customers", first)
+    second = write_csv(tmp_path / "b.csv", CUSTOMER_HEADER,
+                       [[f"E{i}", f"Клиент {i}", "", "", "", f"c{i}@mail.ru", f"+7916{i:07d}", "", ""]
+                        for i in reversed(range(40))])
+    summary = import_file(engine, "customers", second, options=ImportOptions(parallel=True, batch_size=7))
+    assert (summary.rows, summary.created, summary.updated, summary.rejected) == (40, 20, 20, 0)
+    by_id = {row.id: ext for ext, row in _customers(engine).items()}
+    active = {(by_id[cid], kind): value for cid, kind, value, status in _contacts(engine) if status == "active"}
+    assert all(active[(f"E{i}", "email")] == f"c{i}@mail.ru" and active[(f"E{i}", "phone")] == f"+7916{i:07d}"
+               for i in range(40))
+    superseded = {by_id[cid] for cid, kind, _, status in _contacts(engine) if status == "superseded"}
+    assert superseded == {f"E{i}" for i in range(0, 40, 2)}

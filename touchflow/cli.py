@@ -154,7 +154,7 @@ _FILE = typer.Argument(..., help="CSV (UTF-8 / cp1251, comma or semicolon) or XL
 _REJECTS = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.csv).")
 _REGION = typer.Option(None, "--default-region", help="Region for phones without a country code (default RU).")
 _MAP = typer.Option(None, "--map", help='Map other headers: "Tel=phone,Client Code=external_id".')
-_BATCH = typer.Option(None, "--batch-size", help="Rows written per transaction (default 10000).")
+_BATCH = typer.Option(None, "--batch-size", help="Rows written per transaction (default 20000).")
 
 
 @import_app.command("customers")

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     replenishment_scopes: str = Field(
         "category", description="What replenishment is predicted per: category, product, or category,product."
     )
-    import_batch_size: int = Field(10000, ge=100, description="Rows written per database batch on import.")
+    import_batch_size: int = Field(20000, ge=100, description="Rows written per database batch on import.")
 
     outbox_dir: str = Field("outbox", description="Where the file transports write (.eml, .json).")
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL of `touchflow serve` (unsubscribe links).")
