@@ -32,21 +32,20 @@ CHAINS = {
 }
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False)  # built once: json.dumps makes one per call
+
+
 def _canonical(values: dict[str, Any]) -> bytes:
-    def norm(value: Any) -> Any:
-        if hasattr(value, "isoformat"):
-            return value.isoformat()
-        return value
-
-    return json.dumps({k: norm(v) for k, v in values.items()}, sort_keys=True, ensure_ascii=False).encode()
+    return _ENCODER.encode({k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in values.items()}).encode()
 
 
-def _chains(engine: Engine, name: str):
-    """Yield (row id, rows so far, chain) for a table, in id order."""
+def _chains(engine: Engine, name: str, start: tuple[int, int, str] | None = None):
+    """Yield (row id, rows so far, chain) for a table, in id order.
+
+    ``start`` (row id, rows, chain) continues a chain from a seal instead of from the first row.
+    """
     table, columns = CHAINS[name]
-    chain = hashlib.sha256(name.encode()).hexdigest()
-    count = 0
-    last = 0
+    last, count, chain = start or (0, 0, hashlib.sha256(name.encode()).hexdigest())
     with engine.connect() as conn:
         while True:
             rows = conn.execute(select(*(table.c[c] for c in columns)).where(table.c.id > last)
@@ -55,17 +54,25 @@ def _chains(engine: Engine, name: str):
                 return
             for row in rows:
                 count += 1
-                chain = hashlib.sha256(chain.encode() + _canonical(dict(row._mapping))).hexdigest()
+                chain = hashlib.sha256(chain.encode() + _canonical(dict(zip(columns, row)))).hexdigest()
                 yield row.id, count, chain
             last = rows[-1].id
 
 
 def seal(engine: Engine) -> dict[str, int]:
-    """Record each chain's value after its newest row; return the rows covered per table."""
+    """Record each chain's value after its newest row; return the rows covered per table.
+
+    Each chain continues from the table's newest seal, so sealing costs the rows added since, not
+    the whole history (``verify`` is the one that recomputes everything from the first row).
+    """
     covered = {}
     for name in CHAINS:
-        final = None
-        for final in _chains(engine, name):
+        with engine.connect() as conn:
+            previous = conn.execute(select(seals.c.last_id, seals.c.rows, seals.c.chain)
+                                    .where(seals.c.table_name == name).order_by(seals.c.last_id.desc())
+                                    .limit(1)).first()
+        final = tuple(previous) if previous is not None else None
+        for final in _chains(engine, name, final):
             pass
         if final is None:
             continue

@@ -125,3 +125,25 @@ def test_verify_detects_edits_and_deletions(engine, cli_env, tmp_path):
         conn.execute(delete(Consent.__table__).where(Consent.__table__.c.id == first))
     deleted = run_json("compliance", "verify", expect=5)
     assert deleted["intact"] is False and any("consents" in p for p in deleted["problems"])
+
+
+def test_seal_continues_from_the_newest_seal_and_matches_a_full_recomputation(engine, cli_env, tmp_path):
+    from crm.audit import _chains, seal
+    from crm.models import ChainSeal
+
+    base(engine, tmp_path)
+    seal(engine)
+    for number in (1, 2):
+        spec = CampaignSpec(name=f"sealed-{number}", rule={"field": "name", "exists": True}, purpose="marketing",
+                            offer=f"s{number}", template="winback", channels=["email"],
+                            offer_values={"discount_percent": 5})
+        campaign_engine.run_campaign(engine, spec, now=NOON, settings=Settings(email_transport="memory"))
+    with engine.connect() as conn:
+        newest = conn.execute(select(ChainSeal.__table__).where(ChainSeal.__table__.c.table_name == "touch_events")
+                              .order_by(ChainSeal.__table__.c.last_id.desc())).first()
+        sealed_runs = conn.execute(select(ChainSeal.__table__.c.id)
+                                   .where(ChainSeal.__table__.c.table_name == "touch_events")).all()
+    assert len(sealed_runs) == 2                      # one seal per run, the second continuing the first
+    *_, full = _chains(engine, "touch_events")        # recomputed from the first row
+    assert full == (newest.last_id, newest.rows, newest.chain)
+    assert run_json("compliance", "verify")["intact"] is True

@@ -91,3 +91,29 @@ def test_upgrading_an_older_schema_keeps_the_data(db_url):
         assert conn.execute(select(Customer.__table__.c.name)).scalar_one() == "Старый"
     assert "customer_stats" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_bulk_insert_loads_many_rows_and_a_conflict_is_an_integrity_error(engine):
+    """Large batches go through COPY on PostgreSQL: same values back, same exception on a taken key."""
+    from datetime import datetime, timezone
+
+    import pytest
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from crm.bulk import bulk_insert_tuples
+    from crm.models import Customer
+
+    customers = Customer.__table__
+    now = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
+    columns = ("external_id", "name", "birthday", "attributes", "created_at", "updated_at")
+    rows = [(f"B{i}", f"Клиент «{i}»\tтаб", None, {"n": i, "s": "a\\b"}, now, now) for i in range(50)]
+    with engine.begin() as conn:
+        bulk_insert_tuples(conn, customers, columns, rows)
+        with pytest.raises(IntegrityError), conn.begin_nested():
+            bulk_insert_tuples(conn, customers, columns, [(f"N{i}", "", None, {}, now, now) for i in range(30)]
+                               + [("B7", "", None, {}, now, now)])
+        stored = conn.execute(select(customers.c.external_id, customers.c.name, customers.c.attributes,
+                                     customers.c.created_at).order_by(customers.c.id)).all()
+    assert len(stored) == 50                                # the failed batch left nothing behind
+    assert stored[7] == ("B7", "Клиент «7»\tтаб", {"n": 7, "s": "a\\b"}, now)
