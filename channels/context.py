@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from crm.db import in_chunks
+from crm.db import in_chunks, one_of
 from crm.models import Customer, Manager, Prediction, Purchase, ServiceEvent
 
 customers = Customer.__table__
@@ -48,7 +48,7 @@ def _fill(conn, ids: list[int], result: dict, offer: dict, as_of: date, company:
     rows = conn.execute(select(customers, managers.c.name.label("m_name"), managers.c.phone.label("m_phone"),
                                managers.c.email.label("m_email"))
                         .outerjoin(managers, managers.c.id == customers.c.manager_id)
-                        .where(customers.c.id.in_(ids))).all()
+                        .where(one_of(conn, customers.c.id, ids))).all()
     for row in rows:
         first = row.first_name or (row.name.split()[1] if len(row.name.split()) > 1 else row.name)
         result[row.id] = {
@@ -66,7 +66,7 @@ def _fill(conn, ids: list[int], result: dict, offer: dict, as_of: date, company:
         }
     per_category = (select(purchases.c.customer_id, purchases.c.category, func.count(), func.sum(purchases.c.amount),
                            func.min(purchases.c.purchased_on), func.max(purchases.c.purchased_on))
-                    .where(purchases.c.customer_id.in_(ids), purchases.c.purchased_on <= as_of)
+                    .where(one_of(conn, purchases.c.customer_id, ids), purchases.c.purchased_on <= as_of)
                     .group_by(purchases.c.customer_id, purchases.c.category))
     for customer_id, category, count, total, first_on, last_on in conn.execute(per_category):
         summary = result[customer_id]["purchases"]
@@ -79,7 +79,7 @@ def _fill(conn, ids: list[int], result: dict, offer: dict, as_of: date, company:
             summary["by_category"][category] = {"count": count, "total": _num(total), "last_on": last_on}
     latest = (select(purchases.c.customer_id, purchases.c.product, purchases.c.category, purchases.c.quantity,
                      purchases.c.amount, purchases.c.purchased_on)
-              .where(purchases.c.customer_id.in_(ids), purchases.c.purchased_on <= as_of)
+              .where(one_of(conn, purchases.c.customer_id, ids), purchases.c.purchased_on <= as_of)
               .order_by(purchases.c.customer_id, purchases.c.purchased_on, purchases.c.id))
     for row in conn.execute(latest):
         result[row.customer_id]["purchases"]["last"] = {
@@ -90,11 +90,11 @@ def _fill(conn, ids: list[int], result: dict, offer: dict, as_of: date, company:
         summary["categories"].sort()
         summary["average_check"] = _num(summary["total"] / summary["count"]) if summary["count"] else 0
     visits = (select(events.c.customer_id, events.c.kind, func.count(), func.max(events.c.occurred_on))
-              .where(events.c.customer_id.in_(ids), events.c.occurred_on <= as_of)
+              .where(one_of(conn, events.c.customer_id, ids), events.c.occurred_on <= as_of)
               .group_by(events.c.customer_id, events.c.kind))
     for customer_id, kind, count, last_on in conn.execute(visits):
         result[customer_id]["events"][kind] = {"count": count, "last_on": last_on}
-    for p in conn.execute(select(predictions).where(predictions.c.customer_id.in_(ids))
+    for p in conn.execute(select(predictions).where(one_of(conn, predictions.c.customer_id, ids))
                           .order_by(predictions.c.customer_id, predictions.c.due_on)):
         result[p.customer_id]["needs"].append({
             "basis": p.basis, "key": p.key, "item": p.key.split(":", 1)[-1], "due_on": p.due_on,

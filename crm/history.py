@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from crm.bulk import bulk_insert
-from crm.db import in_chunks, write_tx
+from crm.db import in_chunks, one_of, write_tx
 from crm.models import (
     Consent,
     ContactLock,
@@ -69,13 +69,13 @@ def load_candidates(conn: Connection, customer_ids: list[int]) -> list[Candidate
     result: dict[int, Candidate] = {}
     for chunk in in_chunks(customer_ids):
         for row in conn.execute(select(customers.c.id, customers.c.person_id, customers.c.timezone,
-                                       customers.c.preferred_channel).where(customers.c.id.in_(chunk))):
+                                       customers.c.preferred_channel).where(one_of(conn, customers.c.id, chunk))):
             result[row.id] = Candidate(row.id, row.person_id or row.id, row.timezone, row.preferred_channel, [], {})
         for row in conn.execute(select(contacts.c.id, contacts.c.customer_id, contacts.c.kind, contacts.c.value,
-                                       contacts.c.status).where(contacts.c.customer_id.in_(chunk))):
+                                       contacts.c.status).where(one_of(conn, contacts.c.customer_id, chunk))):
             result[row.customer_id].contacts.append(ContactOption(row.id, row.kind, row.value, row.status))
         for row in conn.execute(select(consents.c.id, consents.c.customer_id, consents.c.channel, consents.c.purpose,
-                                       consents.c.granted, consents.c.at).where(consents.c.customer_id.in_(chunk))
+                                       consents.c.granted, consents.c.at).where(one_of(conn, consents.c.customer_id, chunk))
                                 .order_by(consents.c.at, consents.c.id)):
             result[row.customer_id].consents[(row.channel, row.purpose)] = ConsentState(row.granted, row.id, row.at)
     return [result[cid] for cid in customer_ids if cid in result]
@@ -120,17 +120,17 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
     with write_tx(engine) as conn:
         held: dict[int, dict[tuple[str, str], int | None]] = {}
         for chunk in in_chunks(persons):
-            conn.execute(delete(locks).where(locks.c.person_id.in_(chunk), locks.c.expires_at.is_not(None),
+            conn.execute(delete(locks).where(one_of(conn, locks.c.person_id, chunk), locks.c.expires_at.is_not(None),
                                              locks.c.expires_at <= now))
             for row in conn.execute(select(locks.c.person_id, locks.c.scope, locks.c.key, locks.c.touch_id)
-                                    .where(locks.c.person_id.in_(chunk))):
+                                    .where(one_of(conn, locks.c.person_id, chunk))):
                 held.setdefault(row.person_id, {})[(row.scope, row.key)] = row.touch_id
         holders = {tid for person in held.values() for tid in person.values() if tid}
         this_run: set[int] = set()
         holder_campaign: dict[int, tuple[str | None, Any]] = {}
         for chunk in in_chunks(sorted(holders)):
             for row in conn.execute(select(touches.c.id, touches.c.run_id, touches.c.campaign, touches.c.created_at)
-                                    .where(touches.c.id.in_(chunk))):
+                                    .where(one_of(conn, touches.c.id, chunk))):
                 holder_campaign[row.id] = (row.campaign, row.created_at)
                 if row.run_id == run_id:
                     this_run.add(row.id)
@@ -182,7 +182,7 @@ def _claim_all(conn: Connection, planned: list, now: datetime) -> list[Claimed]:
     ids: dict[str, int] = {}
     for chunk in in_chunks(keys):
         ids.update(dict(conn.execute(select(touches.c.claim_key, touches.c.id)
-                                     .where(touches.c.claim_key.in_(chunk))).all()))
+                                     .where(one_of(conn, touches.c.claim_key, chunk))).all()))
     lock_rows, event_rows, result = [], [], []
     for decision, row, wanted in planned:
         touch_id = ids[row["claim_key"]]
@@ -227,7 +227,7 @@ def move(engine: Engine, moves: list[dict[str, Any]], *, at: datetime | None = N
     with write_tx(engine) as conn:
         current: dict[int, str] = {}
         for chunk in in_chunks(ids):
-            query = select(touches.c.id, touches.c.status).where(touches.c.id.in_(chunk))
+            query = select(touches.c.id, touches.c.status).where(one_of(conn, touches.c.id, chunk))
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
             current.update(dict(conn.execute(query).all()))
@@ -254,7 +254,7 @@ def move(engine: Engine, moves: list[dict[str, Any]], *, at: datetime | None = N
                          .values(status=bindparam("status"), updated_at=bindparam("updated_at"), **keep), updates)
             bulk_insert(conn, events, ("touch_id", "status", "at", "detail"), new_events)
         for chunk in in_chunks(released):
-            conn.execute(delete(locks).where(locks.c.touch_id.in_(chunk), locks.c.scope != "call"))
+            conn.execute(delete(locks).where(one_of(conn, locks.c.touch_id, chunk), locks.c.scope != "call"))
 
 
 def apply_address_action(engine: Engine, contact_point_id: int, customer_id: int, channel: str, action: str,

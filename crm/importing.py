@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert, bulk_insert_tuples
 from crm.columns import SPECS, resolve_header
-from crm.db import in_chunks, write_tx
+from crm.db import in_chunks, one_of, write_tx
 from crm.models import (
     Channel,
     Consent,
@@ -426,7 +426,7 @@ class _Writer:
         result: dict[str, int] = {}
         for chunk in in_chunks(set(external_ids)):
             rows = conn.execute(select(customers_t.c.external_id, customers_t.c.id)
-                                .where(customers_t.c.external_id.in_(chunk)))
+                                .where(one_of(conn, customers_t.c.external_id, chunk)))
             result.update({ext: cid for ext, cid in rows})
         return result
 
@@ -458,8 +458,7 @@ class CustomerWriter(_Writer):
 
     FIELDS = ("name", "first_name", "birthday", "region", "timezone", "preferred_channel")
     rejects_on_write = False
-    _EXISTING = select(*(customers_t.c[name] for name in ("id", "external_id", *FIELDS, "manager_id", "attributes"))
-                       ).where(customers_t.c.external_id.in_(bindparam("keys", expanding=True)))
+    _EXISTING = select(*(customers_t.c[name] for name in ("id", "external_id", *FIELDS, "manager_id", "attributes")))
 
     def batch_key(self, record: CustomerRecord) -> str:
         return record[0]
@@ -514,7 +513,7 @@ class CustomerWriter(_Writer):
         now = utcnow()
         managers = self._manager_ids(conn, {r[2] for r in records if r[2] is not ABSENT and r[2]})
         existing = {row.external_id: row for chunk in in_chunks([r[0] for r in records])
-                    for row in conn.execute(self._EXISTING, {"keys": chunk})}
+                    for row in conn.execute(self._EXISTING.where(one_of(conn, customers_t.c.external_id, chunk)))}
         outcomes: list[str] = []
         new_rows: list[tuple[Any, ...]] = []
         changed_rows: list[dict[str, Any]] = []
@@ -604,7 +603,7 @@ class CustomerWriter(_Writer):
         for chunk in in_chunks(customer_ids):
             for row in conn.execute(select(contacts_t.c.id, contacts_t.c.customer_id, contacts_t.c.kind,
                                            contacts_t.c.value, contacts_t.c.status)
-                                    .where(contacts_t.c.customer_id.in_(chunk))):
+                                    .where(one_of(conn, contacts_t.c.customer_id, chunk))):
                 current.setdefault((row.customer_id, row.kind), []).append(row)
         inserts: list[list[Any]] = []  # CONTACT_COLUMNS order
         active = ContactStatus.active.value
@@ -669,7 +668,7 @@ class _KeyedWriter(_Writer):
         existing = set()
         for chunk in in_chunks(keys):
             existing.update(conn.execute(select(self.table.c.source_key)
-                                         .where(self.table.c.source_key.in_(chunk))).scalars())
+                                         .where(one_of(conn, self.table.c.source_key, chunk))).scalars())
         outcomes: list[str] = []
         rows: list[dict[str, Any]] = []
         now = utcnow()
@@ -776,7 +775,7 @@ class ConsentWriter(_Writer):
         for chunk in in_chunks(ids):
             for row in conn.execute(select(consents_t.c.customer_id, consents_t.c.channel, consents_t.c.purpose,
                                            consents_t.c.granted, consents_t.c.at, consents_t.c.source)
-                                    .where(consents_t.c.customer_id.in_(chunk))):
+                                    .where(one_of(conn, consents_t.c.customer_id, chunk))):
                 existing.add((row.customer_id, row.channel, row.purpose, row.granted, row.at, row.source))
         outcomes: list[str] = []
         rows: list[dict[str, Any]] = []
