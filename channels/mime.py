@@ -29,18 +29,20 @@ def _date() -> str:
 
 
 def encode_word(value: str) -> str:
-    """An RFC 2047 header value: ASCII as it is, otherwise UTF-8 base64 encoded words of ≤ 45 bytes each."""
+    """An RFC 2047 header value: ASCII as it is, otherwise UTF-8 base64 encoded words of ≤ 45 bytes each.
+
+    Words are cut only between characters (a UTF-8 continuation byte is never first in a word).
+    """
     if value.isascii():
         return value
-    words, chunk = [], b""
-    for char in value:
-        encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > 45:
-            words.append(chunk)
-            chunk = b""
-        chunk += encoded
-    if chunk:
-        words.append(chunk)
+    data = value.encode("utf-8")
+    words, start = [], 0
+    while start < len(data):
+        end = min(start + 45, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1
+        words.append(data[start:end])
+        start = end
     return (_CRLF + " ").join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -247,14 +248,42 @@ def move(engine: Engine, moves: list[dict[str, Any]], *, at: datetime | None = N
             if status in RELEASING:
                 released.append(item["touch_id"])
         if updates:
-            keep = {name: func.coalesce(bindparam(name), touches.c[name])
-                    for name in ("provider_message_id", "error_code", "error_message", "reason", "detail", "sent_at",
-                                 "delivered_at")}
-            conn.execute(update(touches).where(touches.c.id == bindparam("b_id"))
-                         .values(status=bindparam("status"), updated_at=bindparam("updated_at"), **keep), updates)
+            if conn.dialect.name == "postgresql" and len(updates) > 1:
+                _update_touches_from_arrays(conn, updates)
+            else:
+                keep = {name: func.coalesce(bindparam(name), touches.c[name]) for name in _KEPT}
+                conn.execute(update(touches).where(touches.c.id == bindparam("b_id"))
+                             .values(status=bindparam("status"), updated_at=bindparam("updated_at"), **keep), updates)
             bulk_insert(conn, events, ("touch_id", "status", "at", "detail"), new_events)
         for chunk in in_chunks(released):
             conn.execute(delete(locks).where(one_of(conn, locks.c.touch_id, chunk), locks.c.scope != "call"))
+
+
+_KEPT = ("provider_message_id", "error_code", "error_message", "reason", "detail", "sent_at", "delivered_at")
+_TEXT_KEPT = _KEPT[:5]
+_MOVE_FROM_ARRAYS = text(
+    "UPDATE touches AS t SET status = v.status, updated_at = v.updated_at, "
+    + ", ".join(f"{name} = COALESCE(v.{name}, t.{name})" for name in _KEPT)
+    + " FROM unnest(CAST(:ids AS integer[]), CAST(:status AS text[]), CAST(:updated_at AS timestamp[]), "
+    + ", ".join(f"CAST(:{name} AS text[])" for name in _TEXT_KEPT)
+    + ", CAST(:sent_at AS timestamp[]), CAST(:delivered_at AS timestamp[])) "
+    + f"AS v(id, status, updated_at, {', '.join(_TEXT_KEPT)}, sent_at, delivered_at) WHERE t.id = v.id")
+
+
+def _update_touches_from_arrays(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    """The status moves as one UPDATE over arrays (PostgreSQL): one statement for the server, not one per row."""
+    def stamp(value: datetime | None) -> datetime | None:  # as UTCDateTime stores it: naive UTC
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    params: dict[str, list[Any]] = {"ids": [row["b_id"] for row in updates],
+                                    "status": [row["status"] for row in updates]}
+    for name in ("updated_at", "sent_at", "delivered_at"):
+        params[name] = [stamp(row[name]) for row in updates]
+    for name in _TEXT_KEPT:
+        params[name] = [None if row[name] is None else str(row[name]) for row in updates]
+    conn.execute(_MOVE_FROM_ARRAYS, params)
 
 
 def apply_address_action(engine: Engine, contact_point_id: int, customer_id: int, channel: str, action: str,

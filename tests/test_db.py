@@ -117,3 +117,40 @@ def test_bulk_insert_loads_many_rows_and_a_conflict_is_an_integrity_error(engine
                                      customers.c.created_at).order_by(customers.c.id)).all()
     assert len(stored) == 50                                # the failed batch left nothing behind
     assert stored[7] == ("B7", "Клиент «7»\tтаб", {"n": 7, "s": "a\\b"}, now)
+
+
+def test_status_moves_keep_earlier_values_and_only_go_forward(engine):
+    """``move`` on several touches at once (one UPDATE over arrays on PostgreSQL) gives the same rows as one by one."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from crm.bulk import bulk_insert
+    from crm.history import TOUCH_COLUMNS, move
+    from crm.models import Touch, TouchEvent
+
+    touches = Touch.__table__
+    at = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+    base = {name: None for name in TOUCH_COLUMNS}
+    base.update(person_key="1", campaign="c", run_id="r", purpose="marketing", channel="email", status="claimed",
+                created_at=at, updated_at=at)
+    with engine.begin() as conn:
+        bulk_insert(conn, touches, TOUCH_COLUMNS, [{**base, "claim_key": f"k{i}"} for i in range(3)])
+        ids = conn.execute(select(touches.c.id).order_by(touches.c.id)).scalars().all()
+    move(engine, [{"touch_id": i, "status": "sending"} for i in ids], at=at)
+    move(engine, [{"touch_id": ids[0], "status": "sent", "provider_message_id": "<m0@x>"},
+                  {"touch_id": ids[1], "status": "failed", "error_code": 550, "error_message": "нет такого ящика"},
+                  {"touch_id": ids[2], "status": "claimed"}], at=at + timedelta(seconds=5))
+    move(engine, [{"touch_id": ids[0], "status": "delivered"}, {"touch_id": ids[1], "status": "sent"}],
+         at=at + timedelta(seconds=9))
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(touches))}
+        events = conn.execute(select(TouchEvent.__table__.c.touch_id, TouchEvent.__table__.c.status)
+                              .order_by(TouchEvent.__table__.c.id)).all()
+    first, second, third = (rows[i] for i in ids)
+    assert (first.status, first.provider_message_id) == ("delivered", "<m0@x>")       # kept through the next move
+    assert first.sent_at == at + timedelta(seconds=5) and first.delivered_at == at + timedelta(seconds=9)
+    assert (second.status, second.error_code, second.error_message) == ("failed", "550", "нет такого ящика")
+    assert second.sent_at is None and third.status == "sending"                        # no move backwards
+    assert [s for t, s in events if t == ids[0]] == ["sending", "sent", "delivered"]
+    assert [s for t, s in events if t == ids[1]] == ["sending", "failed"]
