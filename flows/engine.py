@@ -75,6 +75,7 @@ class Run:
         return self.now + timedelta(seconds=time.monotonic() - self.started)
     counts: Counter = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    unsubscribe_urls: dict[tuple, str] = field(default_factory=dict)  # made at render, reused by the message
 
     @property
     def offer_values(self) -> dict[str, Any]:
@@ -135,7 +136,9 @@ def _unsubscribe(run: Run, decision: Decision) -> str | None:
 
 def _render(run: Run, decision: Decision, context: dict[str, Any], channel: str) -> Rendered:
     context = dict(context)
-    context["unsubscribe_url"] = _unsubscribe(run, decision)
+    context["unsubscribe_url"] = url = _unsubscribe(run, decision)
+    if url:  # the List-Unsubscribe header carries the same link as the body
+        run.unsubscribe_urls[(decision.customer_id, decision.channel, decision.address)] = url
     return render(run.spec.template, channel, context, sms_max_segments=run.settings.sms_max_segments,
                   sms_over_limit=run.settings.sms_over_limit)
 
@@ -147,6 +150,7 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     across runs) the person's offer lock decides, so the others end as ``same_person`` decisions.
     """
     spec, before = run.spec, Counter(run.counts)
+    run.unsubscribe_urls.clear()  # links of an earlier batch (a dry run sends nothing) are not needed
     with run.engine.connect() as conn:
         candidates = load_candidates(conn, ids)
     run.counts["selected"] += len(candidates)
@@ -256,7 +260,8 @@ def _message(run: Run, claimed: Claimed, rendered: Rendered) -> Message:
     d = claimed.decision
     return Message(channel=d.channel, to=d.address or "", subject=rendered.subject, text=rendered.text,
                    html=rendered.html, from_name=run.settings.company_name, reference=f"touch:{claimed.touch_id}",
-                   unsubscribe_url=_unsubscribe(run, d),
+                   unsubscribe_url=run.unsubscribe_urls.pop((d.customer_id, d.channel, d.address), None)
+                   or _unsubscribe(run, d),
                    metadata={"touch_id": claimed.touch_id, "customer_id": d.customer_id, "person_id": d.person_id})
 
 

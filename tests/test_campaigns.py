@@ -89,6 +89,7 @@ def test_every_selected_customer_ends_in_the_history_once(engine, tmp_path):
     assert all(row.body and "15%" in row.body and row.provider_message_id for row in sent)
     outbox = r.channels["email"].outbox
     assert len(outbox) == 9 and all(m.unsubscribe_url and "/unsubscribe/" in m.unsubscribe_url for m in outbox)
+    assert all(m.unsubscribe_url in m.text for m in outbox)           # the header's link is the body's link
     with engine.connect() as conn:
         moves = conn.execute(select(TouchEvent.__table__.c.status)).scalars().all()
     assert Counter(moves) == {"claimed": 10, "sending": 10, "sent": 10}
