@@ -30,6 +30,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.email_bench import bare_run, free_port, start_sink  # noqa: E402
+from crm.audit import seal  # noqa: E402
 from crm.db import make_engine, normalize_url, upgrade  # noqa: E402
 from flows.engine import run_campaign  # noqa: E402
 from flows.spec import CampaignSpec  # noqa: E402
@@ -100,6 +101,7 @@ def fresh(url: str | None, label: str, n: int):
                 conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     upgrade(engine)
     load(engine, n)
+    seal(engine)  # as an import does: the campaign's own seal then covers only what the campaign wrote
     return engine, cleanup
 
 

@@ -16,11 +16,11 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import DateTime, insert, select, type_coerce
 from sqlalchemy.engine import Engine
 
 from crm.db import write_tx
-from crm.models import ChainSeal, Consent, Touch, TouchEvent, utcnow
+from crm.models import ChainSeal, Consent, Touch, TouchEvent, UTCDateTime, utcnow
 
 seals = ChainSeal.__table__
 CHAINS = {
@@ -46,15 +46,22 @@ def _chains(engine: Engine, name: str, start: tuple[int, int, str] | None = None
     """
     table, columns = CHAINS[name]
     last, count, chain = start or (0, 0, hashlib.sha256(name.encode()).hexdigest())
+    # instants are read as the naive UTC they are stored as; "+00:00" makes them what the aware
+    # values' isoformat() gives, without converting every one to an aware datetime and back
+    instants = {c for c in columns if isinstance(table.c[c].type, UTCDateTime)}
+    selected = [type_coerce(table.c[c], DateTime()).label(c) if c in instants else table.c[c] for c in columns]
     with engine.connect() as conn:
         while True:
-            rows = conn.execute(select(*(table.c[c] for c in columns)).where(table.c.id > last)
-                                .order_by(table.c.id).limit(10000)).all()
+            rows = conn.execute(select(*selected).where(table.c.id > last).order_by(table.c.id).limit(10000)).all()
             if not rows:
                 return
             for row in rows:
                 count += 1
-                chain = hashlib.sha256(chain.encode() + _canonical(dict(zip(columns, row)))).hexdigest()
+                values = dict(zip(columns, row))
+                for column in instants:
+                    if values[column] is not None:
+                        values[column] = values[column].isoformat() + "+00:00"
+                chain = hashlib.sha256(chain.encode() + _canonical(values)).hexdigest()
                 yield row.id, count, chain
             last = rows[-1].id
 
