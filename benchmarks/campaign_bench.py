@@ -1,7 +1,7 @@
 """End-to-end email campaign throughput: select, decide, claim, render, send to a loopback SMTP sink, record.
 
     python benchmarks/campaign_bench.py [--customers 100000] [--connections 4] [--postgres URL]
-                                        [--skip-sqlite] [--prefect-sample 5000]
+                                        [--skip-sqlite] [--workers 2] [--repeat 3] [--prefect-sample 5000]
 
 For each database: a fresh base of N customers with an email and a marketing consent is written
 straight into the tables; the campaign runs through ``flows.engine.run_campaign`` (the engine the
@@ -105,23 +105,28 @@ def fresh(url: str | None, label: str, n: int):
     return engine, cleanup
 
 
-def measure(url: str | None, label: str, n: int, connections: int, port: int, workers: int = 1) -> dict:
-    engine, cleanup = fresh(url, label, n)
-    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port,
-                        smtp_pool_size=max(1, connections // workers), send_attempts=1,
-                        database_url=engine.url.render_as_string(hide_password=False))
-    started = time.perf_counter()
-    summary = run_campaign(engine, spec(), now=NOON, settings=settings, page_size=5000, workers=workers)
-    seconds = time.perf_counter() - started
+def measure(url: str | None, label: str, n: int, connections: int, port: int, workers: int = 1,
+            repeat: int = 1) -> dict:
+    """Run the campaign on a fresh base and the bare loop, ``repeat`` times in turn; keep the best of each."""
+    best_seconds = best_bare = float("inf")
+    sent = 0
+    for _ in range(repeat):
+        engine, cleanup = fresh(url, label, n)
+        settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port,
+                            smtp_pool_size=max(1, connections // workers), send_attempts=1,
+                            database_url=engine.url.render_as_string(hide_password=False))
+        started = time.perf_counter()
+        summary = run_campaign(engine, spec(), now=NOON, settings=settings, page_size=5000, workers=workers)
+        best_seconds = min(best_seconds, time.perf_counter() - started)
+        sent = summary["channels"].get("email", {}).get("sent", 0)
+        best_bare = min(best_bare, asyncio.run(bare_run(port, n, connections)))
+        if cleanup:
+            cleanup()
     peak = round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)
-    sent = summary["channels"].get("email", {}).get("sent", 0)
-    bare = asyncio.run(bare_run(port, n, connections))
-    if cleanup:
-        cleanup()
-    return {"customers": n, "workers": workers, "sent": sent, "seconds": round(seconds, 1), "touches_per_second": round(sent / seconds),
-            "bare_per_second": round(n / bare), "ratio": round((sent / seconds) / (n / bare), 3),
-            "peak_rss_mb_after_run": peak}
+    return {"customers": n, "workers": workers, "repeat": repeat, "sent": sent, "seconds": round(best_seconds, 1),
+            "touches_per_second": round(sent / best_seconds), "bare_per_second": round(n / best_bare),
+            "ratio": round((sent / best_seconds) / (n / best_bare), 3), "peak_rss_mb_after_run": peak}
 
 
 def prefect_overhead(n: int, port: int, connections: int) -> dict:
@@ -162,6 +167,8 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--prefect-sample", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (connections are shared)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternate campaign and bare runs this many times; best of each (the machine is noisy)")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     port = free_port()
@@ -169,10 +176,12 @@ def main() -> None:
     report: dict = {}
     try:
         if not args.skip_sqlite:
-            report["sqlite"] = measure(None, "sqlite", args.customers, args.connections, port, args.workers)
+            report["sqlite"] = measure(None, "sqlite", args.customers, args.connections, port, args.workers,
+                                       args.repeat)
             print("sqlite", report["sqlite"], flush=True)
         if args.postgres:
-            report["postgresql"] = measure(args.postgres, "pg", args.customers, args.connections, port, args.workers)
+            report["postgresql"] = measure(args.postgres, "pg", args.customers, args.connections, port, args.workers,
+                                           args.repeat)
             print("postgresql", report["postgresql"], flush=True)
         if args.prefect_sample:
             report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections)

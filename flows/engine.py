@@ -266,20 +266,34 @@ def _message(run: Run, claimed: Claimed, rendered: Rendered) -> Message:
 
 
 def send_claimed(run: Run, claimed: list[Claimed], contexts: dict[int, dict], rendered: dict[int, Rendered]) -> None:
-    """Send claimed touches per channel, record each outcome, fall back on permanent failures."""
+    """Send claimed touches per channel, record each outcome, fall back on permanent failures.
+
+    The outcomes of one chunk are committed together with the ``sending`` mark of the next (one
+    transaction instead of two): each outcome is still recorded after its send, and each chunk is
+    still marked before it is handed to the provider.
+    """
     by_channel: dict[str, list[Claimed]] = {}
     for item in claimed:
         by_channel.setdefault(item.decision.channel, []).append(item)
     for name, all_items in by_channel.items():
         channel = _channel(run, name)
-        for start_at in range(0, len(all_items), SEND_CHUNK):
-            _send_chunk(run, channel, name, all_items[start_at:start_at + SEND_CHUNK], contexts, rendered)
+        outcomes: list[dict[str, Any]] = []
+        try:
+            for start_at in range(0, len(all_items), SEND_CHUNK):
+                outcomes = _send_chunk(run, channel, name, all_items[start_at:start_at + SEND_CHUNK], contexts,
+                                       rendered, outcomes)
+        finally:
+            move(run.engine, outcomes, at=run.clock())
 
 
 def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], contexts: dict[int, dict],
-                rendered: dict[int, Rendered]) -> None:
-    """Mark a chunk ``sending`` (committed), hand it to the provider, record each answer."""
-    move(run.engine, [{"touch_id": item.touch_id, "status": "sending"} for item in items], at=run.clock())
+                rendered: dict[int, Rendered], earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark a chunk ``sending`` (committed with the ``earlier`` outcomes), hand it to the provider.
+
+    Returns the chunk's outcomes, still to be recorded (after a permanent failure with fallbacks,
+    they are recorded here, before the fallback touches are sent).
+    """
+    move(run.engine, earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in items], at=run.clock())
     messages = [_message(run, item, _rendered_for(rendered, item.decision)) for item in items]
     if run.spec.document:
         _attach_documents(run, items, messages)
@@ -298,8 +312,8 @@ def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], con
             run.counts[f"sent:{name}"] += 1
     if fallbacks:
         _fall_back(run, fallbacks, moves, contexts)
-    else:
-        move(run.engine, moves, at=run.clock())
+        return []
+    return moves
 
 
 def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> None:
