@@ -68,26 +68,22 @@ def _plain_envelope(address: str) -> bytes | None:
     return f"<{address}>".encode("ascii") if _PLAIN_ADDRESS.fullmatch(address) else None
 
 
-async def _mail(client: aiosmtplib.SMTP, sender: str) -> None:
-    """MAIL FROM, as ``client.mail`` does it (same errors), quicker for plain addresses."""
-    envelope = _plain_envelope(sender)
-    if envelope is None or client.is_ehlo_or_helo_needed:
-        await client.mail(sender)
-        return
-    response = await client.execute_command(b"MAIL", b"FROM:" + envelope)
-    if response.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+_ENVELOPE = {  # command: (argument prefix, accepted codes, aiosmtplib's error for anything else)
+    "MAIL": (b"FROM:", (250,), aiosmtplib.SMTPSenderRefused),
+    "RCPT": (b"TO:", (250, 251), aiosmtplib.SMTPRecipientRefused),
+}
 
 
-async def _rcpt(client: aiosmtplib.SMTP, recipient: str) -> None:
-    """RCPT TO, as ``client.rcpt`` does it (same errors), quicker for plain addresses."""
-    envelope = _plain_envelope(recipient)
+async def _envelope(client: aiosmtplib.SMTP, command: str, address: str) -> None:
+    """MAIL FROM or RCPT TO as ``client.mail`` / ``client.rcpt`` send them (same errors), quicker for plain addresses."""
+    envelope = _plain_envelope(address)
     if envelope is None or client.is_ehlo_or_helo_needed:
-        await client.rcpt(recipient)
+        await (client.mail if command == "MAIL" else client.rcpt)(address)
         return
-    response = await client.execute_command(b"RCPT", b"TO:" + envelope)
-    if response.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+    prefix, accepted, error = _ENVELOPE[command]
+    response = await client.execute_command(command.encode(), prefix + envelope)
+    if response.code not in accepted:
+        raise error(response.code, response.message, address)
 
 
 class SmtpEmailChannel:
@@ -164,7 +160,7 @@ class SmtpEmailChannel:
                            message_id: str) -> Delivery:
         recipients = [r.strip() for r in message.to.split(",") if r.strip()]
         try:
-            await _mail(client, self.config.from_address)
+            await _envelope(client, "MAIL", self.config.from_address)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
             raise self._reply_error("MAIL FROM", exc, message.to) from None
@@ -174,7 +170,7 @@ class SmtpEmailChannel:
         refused: dict[str, str] = {}
         for recipient in recipients:
             try:
-                await _rcpt(client, recipient)
+                await _envelope(client, "RCPT", recipient)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 refused[recipient] = f"{exc.code} {exc.message}"
                 if exc.code < 500:
