@@ -68,7 +68,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # No server-side prepared statements (psycopg prepares a query on its 5th run): a generic plan
+    # made while a table was small or had no statistics was then kept for ``= ANY(:array)``
+    # lookups, scanning a million-row table for every chunk; each query is planned with its values.
+    return create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None})
 
 
 @contextmanager
