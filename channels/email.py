@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import aiosmtplib
 
@@ -58,7 +57,6 @@ def _code(exc: Exception) -> int | None:
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
 
 
-@lru_cache(maxsize=1024)
 def _plain_envelope(address: str) -> bytes | None:
     """``<address>`` as bytes for a plain ASCII address, or None for anything aiosmtplib must parse.
 

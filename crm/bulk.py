@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": ":{n}", "named": ":c{n}"}
 
@@ -63,8 +64,6 @@ COPY_MIN_ROWS = 20  # below this a plain executemany costs no more
 
 def _copy(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """``COPY table (columns) FROM STDIN`` on the connection's own transaction (psycopg 3)."""
-    from sqlalchemy.exc import DBAPIError
-
     preparer = conn.dialect.identifier_preparer
     statement = (f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(c) for c in columns)}) "
                  "FROM STDIN")

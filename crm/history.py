@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -272,15 +272,11 @@ _MOVE_FROM_ARRAYS = text(
 
 def _update_touches_from_arrays(conn: Connection, updates: list[dict[str, Any]]) -> None:
     """The status moves as one UPDATE over arrays (PostgreSQL): one statement for the server, not one per row."""
-    def stamp(value: datetime | None) -> datetime | None:  # as UTCDateTime stores it: naive UTC
-        if value is None or value.tzinfo is None:
-            return value
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
+    stamp = touches.c.updated_at.type.process_bind_param  # naive UTC, as every instant is stored
     params: dict[str, list[Any]] = {"ids": [row["b_id"] for row in updates],
                                     "status": [row["status"] for row in updates]}
     for name in ("updated_at", "sent_at", "delivered_at"):
-        params[name] = [stamp(row[name]) for row in updates]
+        params[name] = [stamp(row[name], conn.dialect) for row in updates]
     for name in _TEXT_KEPT:
         params[name] = [None if row[name] is None else str(row[name]) for row in updates]
     conn.execute(_MOVE_FROM_ARRAYS, params)
