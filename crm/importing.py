@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from crm.bulk import bulk_insert, bulk_insert_tuples
 from crm.columns import SPECS, resolve_header
-from crm.db import in_chunks, one_of, write_tx
+from crm.db import BASE_TABLES, in_chunks, one_of, refresh_statistics, write_tx
 from crm.models import (
     Channel,
     Consent,
@@ -353,6 +353,7 @@ def _run(
     elif rejects_path.exists():
         rejects_path.unlink()
     _record_run(engine, summary, started_at)
+    refresh_statistics(engine, BASE_TABLES)  # campaigns look customers up by id lists right after
     return summary
 
 

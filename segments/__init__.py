@@ -45,19 +45,43 @@ def count(engine: Engine, rule: Rule, *, as_of: date | None = None, library: dic
         return conn.execute(select(func.count()).select_from(query)).scalar_one()
 
 
+WIDEST_WINDOW = 16  # pages' worth of ids one paging query may look through
+
+
 def customer_ids(engine: Engine, rule: Rule, *, as_of: date | None = None, library: dict[str, Segment] | None = None,
                  page_size: int = 10000) -> Iterator[list[int]]:
-    """Yield the selected customer ids in ascending pages (keyset paging: memory stays flat)."""
+    """Yield the selected customer ids in ascending pages of ``page_size`` (keyset paging: memory stays flat).
+
+    Each query looks at a bounded window of ids (``id > last AND id <= last + span``) instead of
+    "the next ``page_size`` matches after ``last``". The planner cannot know how many customers a
+    rule such as an attribute match selects; it guesses 0.5 %, concludes that the next page lies
+    far away and scans and sorts the whole table for every page (260 ms a page at a million
+    customers on PostgreSQL, against 10 ms for a window). A window that holds fewer matches than
+    needed doubles the next one (up to ``WIDEST_WINDOW`` pages of ids); an empty one jumps to the
+    next customer.
+    """
     base = segment_query(rule, as_of or date.today(), library)
-    last = 0
+    last, span, page = 0, page_size, []
     while True:
+        wanted = page_size - len(page)
         with engine.connect() as conn:
-            page = list(conn.execute(base.where(customers.c.id > last).order_by(customers.c.id).limit(page_size))
-                        .scalars())
-        if not page:
-            return
-        yield page
-        last = page[-1]
+            found = list(conn.execute(base.where(customers.c.id > last, customers.c.id <= last + span)
+                                      .order_by(customers.c.id).limit(wanted)).scalars())
+            if len(found) == wanted:
+                last = found[-1]
+            else:  # nothing more in this window
+                following = last + span + 1 if found else conn.execute(
+                    select(func.min(customers.c.id)).where(customers.c.id > last + span)).scalar()
+                span = min(span * 2, page_size * WIDEST_WINDOW)
+                if following is None:
+                    if page + found:
+                        yield page + found
+                    return
+                last = following - 1
+        page.extend(found)
+        if len(page) == page_size:
+            yield page
+            page = []
 
 
 def compiled_sql(engine: Engine, rule: Rule, *, as_of: date | None = None,

@@ -13,7 +13,7 @@ from crm.db import (
     require_schema,
     upgrade,
 )
-from crm.models import Consent, Customer
+from crm.models import Consent, ContactLock, Customer
 from tests.helpers import run_cli, run_json
 
 
@@ -154,3 +154,33 @@ def test_status_moves_keep_earlier_values_and_only_go_forward(engine):
     assert second.sent_at is None and third.status == "sending"                        # no move backwards
     assert [s for t, s in events if t == ids[0]] == ["sending", "sent", "delivered"]
     assert [s for t, s in events if t == ids[1]] == ["sending", "failed"]
+
+
+def test_grown_tables_get_statistics_and_lookups_use_the_index(engine):
+    """A lock table filled by one run is analyzed once it outgrows what the planner saw (PostgreSQL)."""
+    import time
+
+    from crm.db import HISTORY_TABLES, refresh_statistics
+
+    now = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(insert(ContactLock.__table__), [
+            {"person_id": i, "scope": scope, "key": "k", "touch_id": i, "expires_at": now, "created_at": now}
+            for i in range(1, 3001) for scope in ("offer", "cap")])
+    if engine.dialect.name != "postgresql":
+        assert refresh_statistics(engine, HISTORY_TABLES) == []  # SQLite plans by its indexes
+        return
+    plan = "EXPLAIN SELECT touch_id FROM contact_locks WHERE person_id = ANY(CAST(:ids AS integer[]))"
+    with engine.connect() as conn:
+        before = "\n".join(conn.execute(text(plan), {"ids": list(range(1, 200))}).scalars())
+    assert "Seq Scan" in before  # no statistics: each id is assumed to match 1/200 of the table
+    for _ in range(50):  # the server publishes row counts within about a second of the commit
+        refreshed = refresh_statistics(engine, HISTORY_TABLES)
+        if refreshed:
+            break
+        time.sleep(0.1)
+    assert refreshed == ["contact_locks"]
+    with engine.connect() as conn:
+        after = "\n".join(conn.execute(text(plan), {"ids": list(range(1, 200))}).scalars())
+    assert "Index" in after and "Seq Scan" not in after
+    assert refresh_statistics(engine, HISTORY_TABLES) == []  # not again until the table doubles

@@ -202,3 +202,25 @@ def test_replenishment_per_product_when_configured(base):
     # per product only the two 1000-card purchases count: 1000 cards lasted 60 days; due 1 May
     assert ids(base, rule, as_of=date(2026, 4, 24)) == {"CARD"}
     assert ids(base, rule, as_of=date(2026, 4, 23)) == set()
+
+
+@pytest.mark.parametrize("page_size", [1, 3, 7, 40, 1000])
+def test_pages_cover_the_segment_in_order_across_gaps_in_ids(engine, page_size):
+    """Windowed keyset paging: every match once, in order, full pages but the last, whatever the id gaps."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    wanted_ids = list(range(1, 26)) + list(range(900, 912)) + [5000, 5001, 250000]
+    rows = [{"id": i, "external_id": f"P{i}", "name": "x", "attributes": {"pick": "yes" if i % 3 else "no"},
+             "created_at": now, "updated_at": now} for i in wanted_ids]
+    with engine.begin() as conn:
+        conn.execute(insert(Customer.__table__), rows)
+    rule = parse_rule({"attribute": "pick", "equals": "yes"}, "test")
+    expected = [i for i in wanted_ids if i % 3]
+    pages = list(customer_ids(engine, rule, library={}, page_size=page_size))
+    assert [i for page in pages for i in page] == expected
+    assert all(len(page) == page_size for page in pages[:-1]) and 0 < len(pages[-1]) <= page_size
+    assert list(customer_ids(engine, parse_rule({"attribute": "pick", "equals": "never"}, "test"), library={},
+                             page_size=page_size)) == []
