@@ -147,3 +147,42 @@ def test_seal_continues_from_the_newest_seal_and_matches_a_full_recomputation(en
     *_, full = _chains(engine, "touch_events")        # recomputed from the first row
     assert full == (newest.last_id, newest.rows, newest.chain)
     assert run_json("compliance", "verify")["intact"] is True
+
+
+def test_chains_hash_each_row_as_its_canonical_json(engine, cli_env, tmp_path):
+    """The chains equal a recomputation from the definition: SHA-256(chain + sorted-key JSON of the row)."""
+    import hashlib
+
+    from crm.audit import CHAINS, _canonical, _chains
+
+    base(engine, tmp_path)
+    spec = CampaignSpec(name="canonical", rule={"field": "name", "exists": True}, purpose="marketing",
+                        offer="c1", template="winback", channels=["email"], offer_values={"discount_percent": 5})
+    campaign_engine.run_campaign(engine, spec, now=NOON, settings=Settings(email_transport="memory"))
+    for name, (table, columns) in CHAINS.items():
+        chain = hashlib.sha256(name.encode()).hexdigest()
+        with engine.connect() as conn:
+            rows = conn.execute(select(*[table.c[c] for c in columns]).order_by(table.c.id)).all()
+        for row in rows:  # instants come back aware (UTC), as the definition has them
+            chain = hashlib.sha256(chain.encode() + _canonical(dict(zip(columns, row)))).hexdigest()
+        assert rows, name
+        *_, (last_id, count, computed) = _chains(engine, name)
+        assert (last_id, count, computed) == (rows[-1][0], len(rows), chain), name
+
+
+def test_row_text_writes_what_the_json_encoder_writes():
+    """Field-by-field text equals the encoder's for awkward values (escapes, non-ASCII, numbers, nesting)."""
+    from datetime import date, datetime, timezone
+
+    from crm.audit import _canonical, _row_text
+
+    columns = ("id", "text", "flag", "ratio", "extra", "day", "at", "nothing", "zeta", "alpha")
+    values = [(1, 'кавычки " и \\ слэш\n\t\x00\x1f \u2028 😀', True, 0.1, {"b": [1, None], "a": "é"},
+               date(2026, 1, 2), datetime(2026, 11, 23, 9, 0, 0, 5), None, -17, False),
+              (2, "", False, 1e100, [], date(1999, 12, 31), None, None, 0, "x")]
+    text = _row_text(columns, {"at"})
+    for row in values:
+        expected = dict(zip(columns, row))
+        if expected["at"] is not None:
+            expected["at"] = expected["at"].replace(tzinfo=timezone.utc)
+        assert text(row).encode() == _canonical(expected)
