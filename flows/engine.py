@@ -495,23 +495,71 @@ def run_campaign(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, n
     return finish(run)
 
 
-def _worker(url: str, spec: CampaignSpec, run_id: str, now: datetime, as_of: date, settings: Settings,
-            page_size: int, index: int, workers: int) -> dict[str, int]:
-    """One worker process: the pages whose number modulo ``workers`` is ``index``."""
-    from crm.db import make_engine
+@dataclass(frozen=True)
+class RunRef:
+    """What another process needs to take part in a run (picklable: no engine, no connections)."""
 
-    engine = make_engine(url)
-    run = Run(engine=engine, spec=spec, run_id=run_id, now=now, as_of=as_of,
-              policy=spec.contact_policy(default_policy(settings)), settings=settings,
-              template_hash=template_hash(spec.template),
-              key=signing_key(engine, settings.secret_key.get_secret_value() if settings.secret_key else None))
+    url: str
+    spec: CampaignSpec
+    run_id: str
+    now: datetime
+    as_of: date
+    settings: Settings
+
+    @classmethod
+    def of(cls, run: Run) -> "RunRef":
+        return cls(run.engine.url.render_as_string(hide_password=False), run.spec, run.run_id, run.now, run.as_of,
+                   run.settings)
+
+    def open(self) -> Run:
+        """This process's own ``Run`` of the same run: its engine, channels and signing key."""
+        from crm.db import make_engine
+
+        engine = make_engine(self.url)
+        settings = self.settings
+        return Run(engine=engine, spec=self.spec, run_id=self.run_id, now=self.now, as_of=self.as_of,
+                   policy=self.spec.contact_policy(default_policy(settings)), settings=settings,
+                   template_hash=template_hash(self.spec.template),
+                   key=signing_key(engine, settings.secret_key.get_secret_value() if settings.secret_key else None))
+
+
+def release(run: Run) -> None:
+    """Close a worker's channels and database connections."""
+    try:
+        close_channels(run)
+    finally:
+        run.engine.dispose()
+
+
+_WORKER_RUNS: dict[str, tuple[Run, Any]] = {}
+
+
+def worker_run(ref: RunRef) -> Run:
+    """The ``Run`` this process keeps for ``ref`` across batches (connection pools stay open).
+
+    Made on the first batch; released when the process exits, or when it gets a batch of another run.
+    """
+    kept = _WORKER_RUNS.get(ref.run_id)
+    if kept is None:
+        import multiprocessing.util
+
+        for other in list(_WORKER_RUNS):
+            _WORKER_RUNS.pop(other)[1]()  # a finalizer runs once: release the older run now
+        run = ref.open()
+        kept = _WORKER_RUNS[ref.run_id] = (run, multiprocessing.util.Finalize(None, release, args=(run,),
+                                                                              exitpriority=10))
+    return kept[0]
+
+
+def _worker(ref: RunRef, page_size: int, index: int, workers: int) -> dict[str, int]:
+    """One worker process: the pages whose number modulo ``workers`` is ``index``."""
+    run = ref.open()
     try:
         for number, page in enumerate(segment_pages(run, page_size)):
             if number % workers == index:
                 process_batch(run, page)
     finally:
-        close_channels(run)
-        engine.dispose()
+        release(run)
     return dict(run.counts)
 
 
@@ -520,10 +568,9 @@ def run_in_workers(run: Run, page_size: int, workers: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    url = run.engine.url.render_as_string(hide_password=False)
+    ref = RunRef.of(run)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, url, run.spec, run.run_id, run.now, run.as_of, run.settings, page_size,
-                               index, workers) for index in range(workers)]
+        futures = [pool.submit(_worker, ref, page_size, index, workers) for index in range(workers)]
         for future in futures:
             run.counts.update(future.result())
 

@@ -61,3 +61,32 @@ def test_secrets_come_from_prefect_secret_blocks(harness, monkeypatch):
     monkeypatch.setenv("TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK", "no-such-block")
     with pytest.raises(SecretMissing, match="no-such-block"):
         secret(None, "TOUCHFLOW_TELEGRAM_BOT_TOKEN")
+
+
+def test_campaign_flow_shares_its_batch_tasks_among_processes(harness, engine, cli_env, tmp_path, monkeypatch):
+    """``workers=2``: one task per batch on a process pool, each person still contacted once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    from touchflow.settings import reset_settings
+
+    build_base(engine, tmp_path)
+    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
+    reset_settings()
+    path = tmp_path / "pooled.yaml"
+    path.write_text("name: pooled\npurpose: marketing\noffer: pooled-1\ntemplate: winback\nchannels: [email, sms]\n"
+                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    state = campaign_flow(str(path), batch_size=3, workers=2, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["channels"] == {"email": {"sent": 9}, "sms": {"sent": 1}}
+    recipients = [p.read_text(encoding="utf-8").split("To: ", 1)[1].split("\n", 1)[0]
+                  for p in (tmp_path / "outbox" / "email").glob("*.eml")]
+    assert len(recipients) == 9 and len(set(recipients)) == 9
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+            sort=TaskRunSort.ID_DESC, limit=200)
+    batches = [r for r in runs if r.name.startswith("campaign-batch-in-worker")]
+    assert len(batches) == -(-summary["selected"] // 3) and all(r.state.is_completed() for r in batches)

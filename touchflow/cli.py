@@ -815,7 +815,8 @@ def campaign_run(
     as_of: Optional[str] = _AS_OF,
     direct: bool = typer.Option(False, "--direct", help="Run without Prefect (same engine, no flow run)."),
     batch_size: int = typer.Option(5000, "--batch-size", min=100, help="Customers per batch (one task each)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="With --direct: worker processes sharing the batches."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Processes sharing the batches (the flow's task runner, or --direct's pool)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Run a campaign: select, decide, claim, render, send and record (a local Prefect flow by default)."""
@@ -832,7 +833,7 @@ def campaign_run(
     else:
         from flows.campaign import campaign_flow
 
-        summary = campaign_flow(str(file), dry_run=dry_run, as_of=as_of, batch_size=batch_size)
+        summary = campaign_flow(str(file), dry_run=dry_run, as_of=as_of, batch_size=batch_size, workers=workers)
     if as_json:
         print_json(summary)
     else:
