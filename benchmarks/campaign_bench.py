@@ -154,7 +154,8 @@ def measure(url: str | None, label: str, n: int, connections: int, port: int, wo
             "peak_rss_mb_after_run": peak}
 
 
-def prefect_overhead(n: int, port: int, connections: int) -> dict:
+def prefect_overhead(n: int, port: int, connections: int, workers: int = 1) -> dict:
+    """The same campaign on SQLite through the engine directly and through the Prefect flow (ephemeral server)."""
     import os
     import tempfile
 
@@ -163,10 +164,11 @@ def prefect_overhead(n: int, port: int, connections: int) -> dict:
     from touchflow.settings import reset_settings
 
     engine, _ = fresh(None, "prefect-direct", n)
-    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=connections,
-                        send_attempts=1)
+    pool = max(1, connections // workers)
+    settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=pool,
+                        send_attempts=1, database_url=engine.url.render_as_string(hide_password=False))
     started = time.perf_counter()
-    run_campaign(engine, spec(), now=NOON, settings=settings, page_size=1000)
+    run_campaign(engine, spec(), now=NOON, settings=settings, page_size=1000, workers=workers)
     direct = time.perf_counter() - started
     engine, _ = fresh(None, "prefect-flow", n)
     spec_path = DATA / "bench-spec.yaml"
@@ -174,13 +176,16 @@ def prefect_overhead(n: int, port: int, connections: int) -> dict:
                          "rule: {attribute: bench, equals: 'yes'}\nkeep_body: false\npolicy: {quiet_hours: 'off'}\n",
                          encoding="utf-8")
     os.environ.update({"TOUCHFLOW_DATABASE_URL": str(engine.url), "TOUCHFLOW_EMAIL_TRANSPORT": "smtp",
-                       "TOUCHFLOW_SMTP_PORT": str(port), "TOUCHFLOW_SMTP_POOL_SIZE": str(connections),
+                       "TOUCHFLOW_SMTP_PORT": str(port), "TOUCHFLOW_SMTP_POOL_SIZE": str(pool),
                        "TOUCHFLOW_SEND_ATTEMPTS": "1"})
     reset_settings()
     started = time.perf_counter()
-    campaign_flow(str(spec_path), batch_size=1000)
+    campaign_flow(str(spec_path), batch_size=1000, workers=workers)
     flow = time.perf_counter() - started
-    return {"customers": n, "direct_seconds": round(direct, 1), "flow_seconds": round(flow, 1),
+    bare = asyncio.run(bare_run(port, n, connections))
+    return {"customers": n, "workers": workers, "direct_seconds": round(direct, 1), "flow_seconds": round(flow, 1),
+            "flow_touches_per_second": round(n / flow), "bare_per_second": round(n / bare),
+            "flow_ratio": round(bare / flow, 3),
             "overhead_seconds": round(flow - direct, 1), "batches": -(-n // 1000)}
 
 
@@ -209,7 +214,7 @@ def main() -> None:
                                            args.repeat)
             print("postgresql", report["postgresql"], flush=True)
         if args.prefect_sample:
-            report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections)
+            report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections, args.workers)
     finally:
         sink.kill()
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
