@@ -18,7 +18,7 @@ from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import DateTime, insert, select, type_coerce
+from sqlalchemy import DateTime, func, insert, select, text, type_coerce
 from sqlalchemy.engine import Engine
 
 from crm.db import write_tx
@@ -70,13 +70,13 @@ def _row_text(columns: tuple[str, ...], instants: set[str]):
     plan = [(("{" if n == 0 else ", ") + encode_basestring(columns[i]) + ": ", i,
              _instant if columns[i] in instants else _json) for n, i in enumerate(order)]
 
-    def text(row) -> str:
+    def row_text(row) -> str:
         return "".join([key + write(row[i]) for key, i, write in plan]) + "}"
-    return text
+    return row_text
 
 
-def _chains(engine: Engine, name: str, start: tuple[int, int, str] | None = None):
-    """Yield (row id, rows so far, chain) for a table, in id order.
+def _chains(engine: Engine, name: str, start: tuple[int, int, str] | None = None, upto: int | None = None):
+    """Yield (row id, rows so far, chain) for a table, in id order (up to id ``upto`` when given).
 
     ``start`` (row id, rows, chain) continues a chain from a seal instead of from the first row.
     """
@@ -86,17 +86,37 @@ def _chains(engine: Engine, name: str, start: tuple[int, int, str] | None = None
     # values' isoformat() gives, without converting every one to an aware datetime and back
     instants = {c for c in columns if isinstance(table.c[c].type, UTCDateTime)}
     selected = [type_coerce(table.c[c], DateTime()).label(c) if c in instants else table.c[c] for c in columns]
-    text, sha256 = _row_text(columns, instants), hashlib.sha256
+    row_text, sha256 = _row_text(columns, instants), hashlib.sha256
     with engine.connect() as conn:
         while True:
-            rows = conn.execute(select(*selected).where(table.c.id > last).order_by(table.c.id).limit(10000)).all()
+            query = select(*selected).where(table.c.id > last)
+            if upto is not None:
+                query = query.where(table.c.id <= upto)
+            rows = conn.execute(query.order_by(table.c.id).limit(10000)).all()
             if not rows:
                 return
             for row in rows:
                 count += 1
-                chain = sha256((chain + text(row)).encode()).hexdigest()
+                chain = sha256((chain + row_text(row)).encode()).hexdigest()
                 yield row[0], count, chain
             last = rows[-1][0]
+
+
+def _settled(engine: Engine, name: str) -> int | None:
+    """The newest id of ``name`` below which no row can still appear (PostgreSQL; None: no limit needed).
+
+    On PostgreSQL a transaction still open may hold a lower id than rows already committed; a
+    seal past it would later look like a row inserted into the sealed past. ``SHARE`` mode waits
+    for the table's open writers to finish and holds new ones only while ``max(id)`` is read;
+    rows written after it get higher ids. SQLite has one writer at a time: what a reader sees
+    is already settled.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    table = CHAINS[name][0]
+    with engine.begin() as conn:
+        conn.execute(text(f'LOCK TABLE "{table.name}" IN SHARE MODE'))
+        return conn.execute(select(func.max(table.c.id))).scalar() or 0
 
 
 def seal(engine: Engine) -> dict[str, int]:
@@ -112,7 +132,7 @@ def seal(engine: Engine) -> dict[str, int]:
                                     .where(seals.c.table_name == name).order_by(seals.c.last_id.desc())
                                     .limit(1)).first()
         final = tuple(previous) if previous is not None else None
-        for final in _chains(engine, name, final):
+        for final in _chains(engine, name, final, upto=_settled(engine, name)):
             pass
         if final is None:
             continue

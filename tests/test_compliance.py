@@ -186,3 +186,37 @@ def test_row_text_writes_what_the_json_encoder_writes():
         if expected["at"] is not None:
             expected["at"] = expected["at"].replace(tzinfo=timezone.utc)
         assert text(row).encode() == _canonical(expected)
+
+
+def test_a_seal_taken_while_a_writer_is_open_stays_valid_after_it_commits(engine, cli_env, tmp_path):
+    """An uncommitted lower id must not end up inside a seal (PostgreSQL), nor block the seal for good."""
+    import threading
+
+    from crm.audit import seal, verify
+    from crm.models import TouchEvent
+
+    events = TouchEvent.__table__
+    base(engine, tmp_path)
+    spec = CampaignSpec(name="open-writer", rule={"field": "name", "exists": True}, purpose="marketing",
+                        offer="w1", template="winback", channels=["email"], offer_values={"discount_percent": 5})
+    campaign_engine.run_campaign(engine, spec, now=NOON, settings=Settings(email_transport="memory"))
+    with engine.connect() as conn:
+        touch_id = conn.execute(select(Touch.__table__.c.id)).scalars().first()
+    row = {"touch_id": touch_id, "status": "delivered", "at": NOON}
+    writer = engine.connect()
+    transaction = writer.begin()
+    sealing = threading.Thread(target=seal, args=(engine,))
+    try:
+        writer.execute(insert(events).values(**row, detail="written first, committed last"))  # the lower id
+        if engine.dialect.name == "postgresql":  # another writer commits a higher id meanwhile
+            with engine.begin() as conn:
+                conn.execute(insert(events).values(**row, detail="written second, committed first"))
+        sealing.start()
+        sealing.join(1.0)
+        waited = sealing.is_alive()  # for the open writer
+    finally:
+        transaction.commit()
+        writer.close()
+    sealing.join(30)
+    assert waited and not sealing.is_alive()
+    assert verify(engine) == []
