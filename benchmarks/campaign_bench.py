@@ -154,7 +154,7 @@ def measure(url: str | None, label: str, n: int, connections: int, port: int, wo
             "peak_rss_mb_after_run": peak}
 
 
-def prefect_overhead(n: int, port: int, connections: int, workers: int = 1) -> dict:
+def prefect_overhead(n: int, port: int, connections: int, workers: int = 1, batch: int = 5000) -> dict:
     """The same campaign on SQLite through the engine directly and through the Prefect flow (ephemeral server)."""
     import os
     import tempfile
@@ -168,7 +168,7 @@ def prefect_overhead(n: int, port: int, connections: int, workers: int = 1) -> d
     settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_pool_size=pool,
                         send_attempts=1, database_url=engine.url.render_as_string(hide_password=False))
     started = time.perf_counter()
-    run_campaign(engine, spec(), now=NOON, settings=settings, page_size=1000, workers=workers)
+    run_campaign(engine, spec(), now=NOON, settings=settings, page_size=batch, workers=workers)
     direct = time.perf_counter() - started
     engine, _ = fresh(None, "prefect-flow", n)
     spec_path = DATA / "bench-spec.yaml"
@@ -180,13 +180,13 @@ def prefect_overhead(n: int, port: int, connections: int, workers: int = 1) -> d
                        "TOUCHFLOW_SEND_ATTEMPTS": "1"})
     reset_settings()
     started = time.perf_counter()
-    campaign_flow(str(spec_path), batch_size=1000, workers=workers)
+    campaign_flow(str(spec_path), batch_size=batch, workers=workers)
     flow = time.perf_counter() - started
     bare = asyncio.run(bare_run(port, n, connections))
     return {"customers": n, "workers": workers, "direct_seconds": round(direct, 1), "flow_seconds": round(flow, 1),
             "flow_touches_per_second": round(n / flow), "bare_per_second": round(n / bare),
             "flow_ratio": round(bare / flow, 3),
-            "overhead_seconds": round(flow - direct, 1), "batches": -(-n // 1000)}
+            "overhead_seconds": round(flow - direct, 1), "batch_size": batch, "batches": -(-n // batch)}
 
 
 def main() -> None:
@@ -195,7 +195,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--postgres")
     parser.add_argument("--skip-sqlite", action="store_true")
-    parser.add_argument("--prefect-sample", type=int, default=0)
+    parser.add_argument("--prefect-sample", type=int, default=0,
+                        help="also run this many customers through the Prefect flow and the engine directly")
+    parser.add_argument("--prefect-batch", type=int, default=5000, help="customers per task in the Prefect sample")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (connections are shared)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate campaign and bare runs this many times; best of each (the machine is noisy)")
@@ -214,7 +216,8 @@ def main() -> None:
                                            args.repeat)
             print("postgresql", report["postgresql"], flush=True)
         if args.prefect_sample:
-            report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections, args.workers)
+            report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections, args.workers,
+                                                args.prefect_batch)
     finally:
         sink.kill()
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
