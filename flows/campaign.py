@@ -47,11 +47,16 @@ def campaign_worker_batch(ref: campaign_engine.RunRef, ids: list[int]) -> dict[s
 
 def _batches_in_processes(run: campaign_engine.Run, batch_size: int, workers: int) -> None:
     """One task per batch on a process pool; at most two batches per process wait (memory stays flat)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.task_runners import ProcessPoolTaskRunner
 
     ref = campaign_engine.RunRef.of(run)
     pending: deque = deque()
-    with ProcessPoolTaskRunner(max_workers=workers) as runner:
+    with get_client(sync_client=True) as client:
+        api = str(client.api_url)  # this flow's server; a temporary one has no address in the settings
+    # the pool's processes report to the same server instead of each starting a temporary one
+    with temporary_settings(updates={PREFECT_API_URL: api}), ProcessPoolTaskRunner(max_workers=workers) as runner:
         try:
             for page in campaign_engine.segment_pages(run, batch_size):
                 if len(pending) >= 2 * workers:

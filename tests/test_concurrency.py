@@ -172,3 +172,29 @@ def test_concurrent_call_campaigns_leave_one_open_task_per_person(engine, db_url
                                        .where(Touch.__table__.c.status == "skipped")).scalars())
     assert len(per_person) == 30 and {count for _, count in per_person} == {1}
     assert skipped == {"open_call_task": 60}
+
+
+def test_the_flow_with_workers_reports_to_its_own_temporary_server(engine, db_url, tmp_path):
+    """``campaign run --workers 2`` through Prefect: one temporary server for the flow and its pool, one mail each."""
+    import json
+    import tempfile
+
+    build(engine, tmp_path, 250)
+    spec = tmp_path / "pooled.yaml"
+    spec.write_text("name: pooled\npurpose: marketing\noffer: pooled-1\ntemplate: winback\nchannels: [email]\n"
+                    "rule: {field: name, contains: Клиент}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    with SmtpServer(SmtpBehaviour()) as server:
+        env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+        env.update({"TOUCHFLOW_DATABASE_URL": db_url, "TOUCHFLOW_EMAIL_TRANSPORT": "smtp",
+                    "TOUCHFLOW_SMTP_HOST": "127.0.0.1", "TOUCHFLOW_SMTP_PORT": str(server.port),
+                    "TOUCHFLOW_SEND_ATTEMPTS": "1", "PREFECT_HOME": tempfile.mkdtemp(prefix="touchflow-pool-"),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+        done = subprocess.run([sys.executable, "-m", "touchflow.cli", "campaign", "run", str(spec), "--workers", "2",
+                               "--batch-size", "100", "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        per_recipient = Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["channels"] == {"email": {"sent": 250}}
+    assert len(per_recipient) == 250 and set(per_recipient.values()) == {1}
+    assert done.stderr.count("Starting temporary server") == 1, done.stderr
+    assert done.stderr.count("campaign-batch-in-worker") >= 3  # one task per batch of 100, run in the pool
