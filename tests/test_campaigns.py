@@ -42,6 +42,19 @@ def build_base(engine, tmp_path: Path, n: int = 12) -> None:
     refresh(engine)
 
 
+def promo_spec(engine, tmp_path: Path, monkeypatch, name: str = "promo") -> Path:
+    """The base, a file outbox under ``tmp_path``, and a spec mailing the ``target`` customers (email, then SMS)."""
+    from touchflow.settings import reset_settings
+
+    build_base(engine, tmp_path)
+    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
+    reset_settings()
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\npurpose: marketing\noffer: {name}-1\ntemplate: winback\nchannels: [email, sms]\n"
+                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    return path
+
+
 def spec(**kwargs) -> CampaignSpec:
     values = dict(name="promo", rule={"attribute": "target", "equals": "yes"}, purpose="marketing", offer="promo-1",
                   template="winback", channels=["email", "sms"], offer_values={"discount_percent": 15})
@@ -222,14 +235,7 @@ def test_bad_specs_fail_before_anything_is_selected(tmp_path, engine, cli_env):
 
 
 def test_campaign_and_history_commands(engine, cli_env, tmp_path, monkeypatch):
-    build_base(engine, tmp_path)
-    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
-    from touchflow.settings import reset_settings
-
-    reset_settings()
-    path = tmp_path / "promo.yaml"
-    path.write_text("name: promo\npurpose: marketing\noffer: promo-1\ntemplate: winback\nchannels: [email, sms]\n"
-                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    path = promo_spec(engine, tmp_path, monkeypatch)
     dry = run_json("campaign", "run", path, "--direct", "--dry-run")
     assert dry["channels"]["email"]["would_send"] == 9
     done = run_json("campaign", "run", path, "--direct")

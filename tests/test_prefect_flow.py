@@ -15,7 +15,7 @@ from sqlalchemy import select  # noqa: E402
 
 from crm.models import CampaignRun, Touch  # noqa: E402
 from flows.campaign import campaign_flow  # noqa: E402
-from tests.test_campaigns import build_base  # noqa: E402
+from tests.test_campaigns import promo_spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def harness():
 
 
 def test_campaign_flow_runs_batches_as_tasks(harness, engine, cli_env, tmp_path, monkeypatch):
-    build_base(engine, tmp_path)
-    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
-    from touchflow.settings import reset_settings
-
-    reset_settings()
-    path = tmp_path / "promo.yaml"
-    path.write_text("name: promo\npurpose: marketing\noffer: promo-1\ntemplate: winback\nchannels: [email, sms]\n"
-                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    path = promo_spec(engine, tmp_path, monkeypatch)
     state = campaign_flow(str(path), batch_size=100, return_state=True)
     assert state.is_completed()
     summary = state.result()
@@ -69,14 +62,7 @@ def test_campaign_flow_shares_its_batch_tasks_among_processes(harness, engine, c
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    from touchflow.settings import reset_settings
-
-    build_base(engine, tmp_path)
-    monkeypatch.setenv("TOUCHFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
-    reset_settings()
-    path = tmp_path / "pooled.yaml"
-    path.write_text("name: pooled\npurpose: marketing\noffer: pooled-1\ntemplate: winback\nchannels: [email, sms]\n"
-                    "rule: {attribute: target, equals: 'yes'}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
+    path = promo_spec(engine, tmp_path, monkeypatch, "pooled")
     state = campaign_flow(str(path), batch_size=3, workers=2, return_state=True)
     assert state.is_completed()
     summary = state.result()
