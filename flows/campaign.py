@@ -5,7 +5,6 @@ Tasks receive ids, not payloads, and keep no results; the logic is ``flows.engin
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +41,7 @@ def campaign_batch(run: campaign_engine.Run, ids: list[int]) -> dict[str, int]:
 @task(name="campaign-batch-in-worker", persist_result=False, cache_policy=NO_CACHE)
 def campaign_worker_batch(ref: campaign_engine.RunRef, ids: list[int]) -> dict[str, int]:
     """One batch in a process of the flow's pool (``workers`` > 1); the process keeps its run's connections."""
-    return campaign_engine.process_batch(campaign_engine.worker_run(ref), ids)
+    return campaign_engine.pooled_batch(ref, ids)
 
 
 def _batches_in_processes(run: campaign_engine.Run, batch_size: int, workers: int) -> None:
@@ -52,21 +51,12 @@ def _batches_in_processes(run: campaign_engine.Run, batch_size: int, workers: in
     from prefect.task_runners import ProcessPoolTaskRunner
 
     ref = campaign_engine.RunRef.of(run)
-    pending: deque = deque()
     with get_client(sync_client=True) as client:
         api = str(client.api_url)  # this flow's server; a temporary one has no address in the settings
     # the pool's processes report to the same server instead of each starting a temporary one
     with temporary_settings(updates={PREFECT_API_URL: api}), ProcessPoolTaskRunner(max_workers=workers) as runner:
-        try:
-            for page in campaign_engine.segment_pages(run, batch_size):
-                if len(pending) >= 2 * workers:
-                    run.counts.update(pending.popleft().result())
-                pending.append(runner.submit(campaign_worker_batch, {"ref": ref, "ids": page}))
-            while pending:
-                run.counts.update(pending.popleft().result())
-        finally:
-            for future in pending:  # a batch failed: let the others finish before the run is closed
-                future.wait()
+        campaign_engine.feed_pool(run, batch_size, workers,
+                                  lambda page: runner.submit(campaign_worker_batch, {"ref": ref, "ids": page}))
 
 
 @flow(name="campaign", persist_result=False, log_prints=False)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -551,16 +552,31 @@ def worker_run(ref: RunRef) -> Run:
     return kept[0]
 
 
-def _worker(ref: RunRef, page_size: int, index: int, workers: int) -> dict[str, int]:
-    """One worker process: the pages whose number modulo ``workers`` is ``index``."""
-    run = ref.open()
+def pooled_batch(ref: RunRef, ids: list[int]) -> dict[str, int]:
+    """One batch in a pool process, with the run that process keeps (``worker_run``); its counts."""
+    return process_batch(worker_run(ref), ids)
+
+
+def feed_pool(run: Run, page_size: int, workers: int, submit: Callable[[list[int]], Any]) -> None:
+    """Hand the segment's pages to a pool (``submit(page)`` returns a future) and add up their counts.
+
+    The segment is paged once, here; at most two batches per process wait, so memory stays flat.
+    Used by the direct pool (``run_in_workers``) and by the Prefect flow's process pool.
+    """
+    pending: deque = deque()
     try:
-        for number, page in enumerate(segment_pages(run, page_size)):
-            if number % workers == index:
-                process_batch(run, page)
+        for page in segment_pages(run, page_size):
+            if len(pending) >= 2 * workers:
+                run.counts.update(pending.popleft().result())
+            pending.append(submit(page))
+        while pending:
+            run.counts.update(pending.popleft().result())
     finally:
-        release(run)
-    return dict(run.counts)
+        for future in pending:  # a batch failed: let the others end before the run is closed
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - the first failure is the one raised
+                pass
 
 
 def run_in_workers(run: Run, page_size: int, workers: int) -> None:
@@ -570,7 +586,5 @@ def run_in_workers(run: Run, page_size: int, workers: int) -> None:
 
     ref = RunRef.of(run)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, ref, page_size, index, workers) for index in range(workers)]
-        for future in futures:
-            run.counts.update(future.result())
+        feed_pool(run, page_size, workers, lambda page: pool.submit(pooled_batch, ref, page))
 
