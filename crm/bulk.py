@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -93,3 +93,19 @@ def _memoised(process: Callable[[Any], Any], limit: int = 4096) -> Callable[[Any
             return process(value)
 
     return convert
+
+
+def new_ids(conn: Connection, table: Table, count: int) -> list[int]:
+    """Ids for ``count`` new rows of ``table``, taken before inserting them (so no read-back is needed).
+
+    PostgreSQL: from the id column's sequence (safe beside other writers). SQLite: above the
+    newest id, which is safe under the write lock every ledger write holds (``BEGIN IMMEDIATE``).
+    """
+    if count <= 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                                      "FROM generate_series(1, :count)"), {"table": table.name, "count": count})
+                    .scalars())
+    newest = conn.execute(select(func.max(table.c.id))).scalar() or 0
+    return list(range(newest + 1, newest + 1 + count))

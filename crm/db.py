@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
+from touchflow.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 T = TypeVar("T")
@@ -23,7 +24,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 IN_LIST_SIZE = 900  # values per IN (...) list: under SQLite's bound-parameter limit, cheap on PostgreSQL
 
 
-class SchemaError(RuntimeError):
+class SchemaError(ConfigError):
     """The database has no touchflow schema, or an older or newer one than this program."""
 
 

@@ -63,6 +63,7 @@ class ContactStatus(str, enum.Enum):
     bounced = "bounced"
     blocked = "blocked"
     invalid = "invalid"
+    superseded = "superseded"  # replaced by a newer address in an import (kept for the history)
 
 
 class Channel(str, enum.Enum):
@@ -91,8 +92,15 @@ CHANNEL_CONTACT_KIND: dict[str, ContactKind] = {
 }
 
 
+DEFAULT_CALL_CAPACITY = 40  # calls a rep is given per day unless their record says otherwise
+
+
 class Manager(SQLModel, table=True):
-    """A sales rep who owns customers and receives call tasks."""
+    """A sales rep who owns customers and receives call tasks, up to ``daily_call_capacity`` a day.
+
+    ``needs_name`` marks a rep created by a customer import that named an unknown code: the code
+    stands in for the name until a managers import gives one (messages must not show it).
+    """
 
     __tablename__ = "managers"
 
@@ -103,6 +111,9 @@ class Manager(SQLModel, table=True):
     phone: Optional[str] = Field(default=None, max_length=32)
     active: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    position: Optional[str] = Field(default=None, max_length=200)  # signs documents: «менеджер по продажам»
+    daily_call_capacity: int = Field(default=DEFAULT_CALL_CAPACITY)
+    needs_name: bool = Field(default=False)
 
 
 class Customer(SQLModel, table=True):
@@ -115,7 +126,9 @@ class Customer(SQLModel, table=True):
     name: str = Field(default="", max_length=300)
     first_name: Optional[str] = Field(default=None, max_length=100)
     birthday: Optional[date] = Field(default=None)
-    region: Optional[str] = Field(default=None, max_length=100, index=True)
+    region: Optional[str] = Field(default=None, max_length=100, index=True)  # «Приморский край»: never a city
+    city: Optional[str] = Field(default=None, max_length=100)
+    gender: Optional[str] = Field(default=None, max_length=1)  # 'f', 'm', or NULL when not given
     timezone: Optional[str] = Field(default=None, max_length=64)
     manager_id: Optional[int] = Field(default=None, foreign_key="managers.id", index=True)
     preferred_channel: Optional[str] = Field(default=None, max_length=16)
@@ -212,6 +225,7 @@ class Touch(SQLModel, table=True):
         Index("ix_touches_customer_created", "customer_id", "created_at"),
         Index("ix_touches_person_created", "person_key", "created_at"),
         Index("ix_touches_campaign", "campaign"),
+        Index("ix_touches_run_status", "run_id", "status"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -221,10 +235,12 @@ class Touch(SQLModel, table=True):
     campaign: Optional[str] = Field(default=None, max_length=200)
     run_id: Optional[str] = Field(default=None, max_length=64)
     offer: Optional[str] = Field(default=None, max_length=200)
+    offer_valid_until: Optional[date] = Field(default=None)  # the date the message promised, computed by the run
     purpose: str = Field(default=Purpose.marketing.value, max_length=16)
     channel: Optional[str] = Field(default=None, max_length=16)
     contact_point_id: Optional[int] = Field(default=None, foreign_key="contact_points.id")
     address: Optional[str] = Field(default=None, max_length=320)
+    address_digest: Optional[str] = Field(default=None, max_length=64)  # keyed hash: chained, kept after erasure
     status: str = Field(max_length=16)
     reason: Optional[str] = Field(default=None, max_length=64)
     detail: Optional[str] = Field(default=None, max_length=2000)
@@ -261,6 +277,8 @@ class ImportRun(SQLModel, table=True):
     unchanged: int = 0
     rejected: int = 0
     rejects_path: Optional[str] = Field(default=None, max_length=1000)
+    status: str = Field(default="finished", max_length=16)  # finished, or failed (then ``error`` says why)
+    error: Optional[str] = Field(default=None, max_length=2000)
 
 
 class CustomerStats(SQLModel, table=True):
@@ -344,16 +362,24 @@ class InstanceKey(SQLModel, table=True):
 
 
 class TouchEvent(SQLModel, table=True):
-    """A status move of a touch (claimed → sent → delivered / failed / unknown), with its time."""
+    """A status move of a touch (claimed → sending → sent → delivered / failed / unknown), with its time.
+
+    Every touch has at least one: the state it was written in. Each later move carries what it set
+    on the touch, so the touch's current state is the fold of its events (``compliance verify``).
+    """
 
     __tablename__ = "touch_events"
-    __table_args__ = (Index("ix_touch_events_touch", "touch_id", "at"),)
+    __table_args__ = (Index("ix_touch_events_touch_id", "touch_id", "id"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
     touch_id: int = Field(foreign_key="touches.id")
     status: str = Field(max_length=16)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     detail: Optional[str] = Field(default=None, max_length=2000)
+    reason: Optional[str] = Field(default=None, max_length=64)
+    error_code: Optional[str] = Field(default=None, max_length=64)
+    error_message: Optional[str] = Field(default=None, max_length=2000)
+    provider_message_id: Optional[str] = Field(default=None, max_length=200)
 
 
 class ContactLock(SQLModel, table=True):
@@ -377,7 +403,11 @@ class ContactLock(SQLModel, table=True):
 
 
 class CampaignRun(SQLModel, table=True):
-    """One run of a campaign flow: when, how it ended, and its counts."""
+    """One run of a campaign flow: when, how it ended, and its counts.
+
+    A running run holds a lease (``lease_until``) that its process renews while it works; only a
+    run whose lease has expired is taken for dead: ``interrupted``, its in-flight touches settled.
+    """
 
     __tablename__ = "campaign_runs"
 
@@ -386,7 +416,9 @@ class CampaignRun(SQLModel, table=True):
     dry_run: bool = False
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
-    status: str = Field(default="running", max_length=16)
+    status: str = Field(default="running", max_length=16)  # running, finished, failed, interrupted
+    lease_until: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    owner: Optional[str] = Field(default=None, max_length=200)  # host and process id, for people reading
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
 
 
@@ -416,6 +448,21 @@ class CallTask(SQLModel, table=True):
     closed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
 
+class Reassignment(SQLModel, table=True):
+    """A move of a call task or a customer from one rep to another, and why (written by ``crm.ledger.calls``)."""
+
+    __tablename__ = "reassignments"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=16)  # call_task or customer
+    subject_id: int
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    from_manager_id: Optional[int] = Field(default=None, foreign_key="managers.id")
+    to_manager_id: Optional[int] = Field(default=None, foreign_key="managers.id")
+    reason: str = Field(max_length=500)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class Suppression(SQLModel, table=True):
     """A salted hash of an address that must never be contacted again (kept after a customer is erased)."""
 
@@ -432,7 +479,9 @@ class ChainSeal(SQLModel, table=True):
     """A checkpoint of the history's hash chain: the chain value after the row with ``last_id``.
 
     ``touchflow compliance verify`` recomputes the chains and compares them with every seal, so an
-    edited or deleted history row (up to the newest seal) is found.
+    edited or deleted history row (up to the newest seal) is found. Seals of ``version`` 2 are
+    numbered per table (``seq``), linked to the previous seal and keyed (``mac``, an HMAC under
+    the installation's secret), so a removed or forged seal is found too.
     """
 
     __tablename__ = "chain_seals"
@@ -444,3 +493,112 @@ class ChainSeal(SQLModel, table=True):
     rows: int
     chain: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    version: int = 1
+    seq: Optional[int] = None
+    mac: Optional[str] = Field(default=None, max_length=64)
+
+
+class Erasure(SQLModel, table=True):
+    """An erasure of a customer record's personal data: why its touches no longer hold addresses and texts."""
+
+    __tablename__ = "erasures"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    reason: str = Field(max_length=200)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class User(SQLModel, table=True):
+    """A person who uses the console or the API, with one role (written by ``crm.accounts``).
+
+    Only an Argon2 hash of the password is kept. A sales user is tied to their rep
+    (``manager_id``): they see that rep's customers and tasks. Users are disabled, never deleted,
+    so the access log keeps naming who looked.
+    """
+
+    __tablename__ = "users"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=16)  # admin, marketing, sales, compliance
+    manager_id: Optional[int] = Field(default=None, foreign_key="managers.id")
+    password_hash: str = Field(max_length=200)
+    active: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    password_changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    disabled_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the API: shown once when created, kept as its SHA-256 only (``crm.accounts``)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    label: str = Field(default="", max_length=100)
+    prefix: str = Field(max_length=16)  # the token's first characters: tells tokens apart in lists
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One login attempt: counted per user and per client address for the lock-out, in every process alike.
+
+    ``outcome``: pending (being checked; counts as a failure), failure, success, or locked (refused
+    unchecked during a lock-out; not counted, so a lock-out ends when its window does).
+    """
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_username_at", "username", "at"),
+                      Index("ix_login_attempts_client_at", "client", "at"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64)
+    client: str = Field(max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    outcome: str = Field(default="pending", max_length=16)
+
+
+class UserSession(SQLModel, table=True):
+    """A console login: the cookie holds a random token, this row its SHA-256, its CSRF token and its expiries."""
+
+    __tablename__ = "user_sessions"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    csrf_token: str = Field(max_length=64)
+    client: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)  # the absolute end, whatever the activity
+    ended_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+
+class AccessLog(SQLModel, table=True):
+    """Who looked at, exported or erased whose data, when, from where, by which route (``crm.ledger.access``).
+
+    Append-only and chained (``crm.ledger.audit``). It names people by internal ids only
+    (``customer_id``, ``person_id``): no name, address or external id, so an erasure leaves
+    nothing personal behind in a table that may never be edited.
+    """
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_customer", "customer_id"), Index("ix_access_log_user", "user_id"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    user_id: Optional[int] = Field(default=None)
+    username: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    action: str = Field(max_length=32)  # card, history, timeline, consents, customers, export, erasure
+    customer_id: Optional[int] = Field(default=None)
+    person_id: Optional[int] = Field(default=None)
+    client: str = Field(default="", max_length=64)
+    method: str = Field(max_length=8)
+    route: str = Field(max_length=200)
+    detail: Optional[str] = Field(default=None, max_length=500)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 
 from crm.db import in_chunks, write_tx
-from crm.importing import SUPERSEDED
-from crm.models import ContactKind, ContactPoint, Customer
+from crm.ledger.claims import rekey_persons
+from crm.models import ContactKind, ContactPoint, ContactStatus, Customer
 
 contacts_t = ContactPoint.__table__
 customers_t = Customer.__table__
@@ -51,7 +51,7 @@ class _UnionFind:
 
 def duplicate_groups(engine: Engine) -> list[PersonGroup]:
     """Return groups of customer records that share a normalised phone or email (usable addresses only)."""
-    usable = contacts_t.c.status != SUPERSEDED
+    usable = contacts_t.c.status != ContactStatus.superseded.value
     shared = (
         select(contacts_t.c.kind, contacts_t.c.value)
         .where(contacts_t.c.kind.in_(MATCH_KINDS), usable)
@@ -94,19 +94,25 @@ def duplicate_groups(engine: Engine) -> list[PersonGroup]:
     return result
 
 
-
-
 def refresh_persons(engine: Engine) -> int:
-    """Set ``customers.person_id`` to the smallest customer id of each person; return the number of people."""
-    from sqlalchemy import bindparam, update
+    """Set ``customers.person_id`` to the smallest customer id of each person; return the number of people.
 
+    Records that change person take their locks with them (``crm.ledger.claims.rekey_persons``):
+    a cooldown or a cap counted for one record still counts once it is known to be the same person.
+    """
     groups = duplicate_groups(engine)
+    target = {cid: group.customer_ids[0] for group in groups for cid in group.customer_ids}
     with write_tx(engine) as conn:
-        conn.execute(update(customers_t).where((customers_t.c.person_id.is_(None))
-                                               | (customers_t.c.person_id != customers_t.c.id))
-                     .values(person_id=customers_t.c.id))
-        rows = [{"b_id": cid, "person": group.customer_ids[0]} for group in groups for cid in group.customer_ids[1:]]
+        current = {cid: person or cid for cid, person in conn.execute(
+            select(customers_t.c.id, customers_t.c.person_id).where(
+                customers_t.c.person_id.is_(None) | (customers_t.c.person_id != customers_t.c.id)))}
+        moved = {cid: (current.get(cid, cid), new) for cid, new in target.items() if current.get(cid, cid) != new}
+        moved.update({cid: (old, cid) for cid, old in current.items() if cid not in target})
+        nulls = [cid for cid, person in current.items() if person == cid]  # person_id NULL: itself
+        rows = [{"b_id": cid, "person": new} for cid, (_, new) in moved.items()]
+        rows += [{"b_id": cid, "person": cid} for cid in nulls if cid not in moved]
         if rows:
             conn.execute(update(customers_t).where(customers_t.c.id == bindparam("b_id"))
                          .values(person_id=bindparam("person")), rows)
+        rekey_persons(conn, moved)
         return conn.execute(select(func.count(customers_t.c.person_id.distinct()))).scalar_one()

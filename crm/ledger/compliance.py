@@ -6,6 +6,10 @@ entry for its channel and purpose was a revocation), touches inside quiet hours 
 time zone; per person: more marketing contacts in a window than the cap, the same offer again
 within its cooldown (touches of one run are one contact occasion), more than one open call task.
 On a healthy base every count is zero.
+
+Consent and opt-outs are the person's: the entries that count for a touch are those of every
+record of the person (as the base knows them today, after merges) and of every record holding
+the address it went to. Caps and cooldowns count per person the same way.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from crm.db import in_chunks
-from crm.models import CallTask, Consent, Customer, Touch
-from crm.policy import Policy
+from crm.db import in_chunks, one_of
+from crm.models import CHANNEL_CONTACT_KIND, CallTask, Consent, ContactPoint, Customer, Touch
+from crm.ledger.policy import Policy
 
 touches = Touch.__table__
 consents = Consent.__table__
 customers = Customer.__table__
 tasks = CallTask.__table__
+contacts = ContactPoint.__table__
 CONTACTED = ("sending", "sent", "delivered", "unknown")
 KINDS = ("marketing_without_consent", "after_opt_out", "inside_quiet_hours", "over_frequency_cap",
          "offer_within_cooldown", "several_open_call_tasks")
@@ -60,9 +65,9 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
     """Check every contact in the period; return the report."""
     policy = policy or Policy()
     report = Report(since, until)
-    query = (select(touches.c.id, touches.c.customer_id, touches.c.person_key, touches.c.run_id, touches.c.offer,
-                    touches.c.purpose, touches.c.channel, touches.c.sent_at, touches.c.created_at,
-                    customers.c.timezone)
+    query = (select(touches.c.id, touches.c.customer_id, touches.c.run_id, touches.c.offer, touches.c.purpose,
+                    touches.c.channel, touches.c.address, touches.c.sent_at, touches.c.created_at,
+                    customers.c.timezone, func.coalesce(customers.c.person_id, customers.c.id).label("person"))
              .join(customers, customers.c.id == touches.c.customer_id)
              .where(touches.c.status.in_(CONTACTED), touches.c.channel != "document")
              .order_by(touches.c.id))
@@ -72,25 +77,15 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
         query = query.where(touches.c.created_at <= until)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-        ledger: dict[tuple[int, str, str], list[tuple[datetime, int, bool]]] = defaultdict(list)
-        ids = sorted({r.customer_id for r in rows})
-        for chunk in in_chunks(ids):
-            for c in conn.execute(select(consents.c.id, consents.c.customer_id, consents.c.channel,
-                                         consents.c.purpose, consents.c.granted, consents.c.at)
-                                  .where(consents.c.customer_id.in_(chunk))):
-                ledger[(c.customer_id, c.channel, c.purpose)].append((c.at, c.id, c.granted))
+        ledger = _ledger(conn, rows)
         open_calls = conn.execute(select(tasks.c.person_id, func.count()).where(tasks.c.status == "open")
                                   .group_by(tasks.c.person_id).having(func.count() > 1)).all()
-    for entries in ledger.values():
-        entries.sort()
     report.checked_touches = len(rows)
-    occasions: dict[str, dict[str, datetime]] = defaultdict(dict)       # person → run → first contact
-    offers: dict[tuple[str, str], dict[str, datetime]] = defaultdict(dict)
+    occasions: dict[int, dict[str, datetime]] = defaultdict(dict)       # person → run → first contact
+    offers: dict[tuple[int, str], dict[str, datetime]] = defaultdict(dict)
     for row in rows:
         at = row.sent_at or row.created_at
-        entries = [e for ch in (row.channel, "all") for e in ledger.get((row.customer_id, ch, row.purpose), [])]
-        entries.sort()
-        state = _latest(entries, at)
+        state = _latest(ledger.entries(row), at)
         example = {"touch": row.id, "customer_id": row.customer_id, "channel": row.channel, "at": at}
         if state is False:
             report.violations["after_opt_out"].append(example)
@@ -102,9 +97,58 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
                 report.violations["inside_quiet_hours"].append({**example, "local_time": local.isoformat("minutes")})
         run = row.run_id or f"touch:{row.id}"
         if row.purpose == "marketing":
-            occasions[row.person_key].setdefault(run, at)
+            occasions[row.person].setdefault(run, at)
         if row.offer:
-            offers[(row.person_key, row.offer)].setdefault(run, at)
+            offers[(row.person, row.offer)].setdefault(run, at)
+    _per_person(report, policy, occasions, offers)
+    report.violations["several_open_call_tasks"] = [{"person": person, "open": count} for person, count in open_calls]
+    return report
+
+
+class _Ledger:
+    """Consent entries by record, with who belongs to which person and which records hold which address."""
+
+    def __init__(self) -> None:
+        self.by_record: dict[tuple[int, str, str], list[tuple[datetime, int, bool]]] = defaultdict(list)
+        self.members: dict[int, set[int]] = defaultdict(set)
+        self.holders: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    def entries(self, row: Any) -> list[tuple[datetime, int, bool]]:
+        """The entries that speak for a touch: its channel's and ``all``'s, of the person and the address holders."""
+        records = self.members.get(row.person, set()) | {row.customer_id}
+        if row.address:
+            records |= self.holders.get((CHANNEL_CONTACT_KIND[row.channel].value, row.address), set())
+        found = [e for record in records for channel in (row.channel, "all")
+                 for e in self.by_record.get((record, channel, row.purpose), ())]
+        found.sort()
+        return found
+
+
+def _ledger(conn: Any, rows: list[Any]) -> _Ledger:
+    ledger = _Ledger()
+    persons = sorted({r.person for r in rows})
+    for chunk in in_chunks(persons):
+        for cid, person in conn.execute(select(customers.c.id, customers.c.person_id)
+                                        .where(one_of(conn, customers.c.person_id, chunk))):
+            ledger.members[person].add(cid)
+    wanted = {(CHANNEL_CONTACT_KIND[r.channel].value, r.address) for r in rows if r.address}
+    for chunk in in_chunks(sorted({value for _, value in wanted})):
+        for kind, value, cid in conn.execute(select(contacts.c.kind, contacts.c.value, contacts.c.customer_id)
+                                             .where(one_of(conn, contacts.c.value, chunk))):
+            if (kind, value) in wanted:
+                ledger.holders[(kind, value)].add(cid)
+    records = {r.customer_id for r in rows} | {c for m in ledger.members.values() for c in m} \
+        | {c for h in ledger.holders.values() for c in h}
+    for chunk in in_chunks(sorted(records)):
+        for c in conn.execute(select(consents.c.id, consents.c.customer_id, consents.c.channel, consents.c.purpose,
+                                     consents.c.granted, consents.c.at).where(one_of(conn, consents.c.customer_id,
+                                                                                     chunk))):
+            ledger.by_record[(c.customer_id, c.channel, c.purpose)].append((c.at, c.id, c.granted))
+    return ledger
+
+
+def _per_person(report: Report, policy: Policy, occasions: dict, offers: dict) -> None:
+    """Caps and cooldowns over each person's contact occasions (one run is one occasion)."""
     window = timedelta(days=policy.cap_days)
     for person, runs in occasions.items():
         times = sorted(runs.values())
@@ -122,5 +166,3 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
                 report.violations["offer_within_cooldown"].append({"person": person, "offer": offer,
                                                                    "first": first, "again": second})
                 break
-    report.violations["several_open_call_tasks"] = [{"person": person, "open": count} for person, count in open_calls]
-    return report

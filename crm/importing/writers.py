@@ -1,53 +1,33 @@
-"""Import customers, purchases, service events and consents from CSV / XLSX files.
+"""Parse and write each kind of import row: customers (with contact points), reps, purchases, events, consents.
 
-Rows stream in batches; each batch is validated row by row, then written with a few bulk
-statements and committed, so a crash loses at most the batch in flight and a rerun repeats
-nothing (every kind upserts or deduplicates on a stable key). Rejected rows are written,
-verbatim and with their row number and reason, to a rejects file that can be fixed and
-imported again.
+A writer turns one row's cells into a record (or raises ``RowError`` saying which field is wrong
+and how to fix it) and writes a batch of records with a few bulk statements. Customers upsert by
+external id, reps (``managers``) by code; purchases and events are keyed by their id or content;
+consents go to the ledger.
 """
 
 from __future__ import annotations
 
-import csv
-import gc
 import hashlib
 import json
-import multiprocessing
 import re
-import time
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from itertools import islice
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from crm.bulk import bulk_insert, bulk_insert_tuples
-from crm.columns import SPECS, resolve_header
-from crm.db import BASE_TABLES, in_chunks, one_of, refresh_statistics, write_tx
-from crm.models import (
-    Channel,
-    Consent,
-    ContactKind,
-    ContactPoint,
-    ContactStatus,
-    Customer,
-    ImportRun,
-    Manager,
-    Purchase,
-    Purpose,
-    ServiceEvent,
-    utcnow,
-)
-from crm.normalize import (
+from crm.db import in_chunks, one_of
+from crm.ledger import consents
+from crm.ledger.contacts import mark, suppressed
+from crm.importing.normalize import (
     normalize_email,
     normalize_phone,
     parse_bool,
@@ -56,11 +36,23 @@ from crm.normalize import (
     parse_decimal,
     zone,
 )
-from crm.readers import FileFormatError, Table, open_table
+from crm.models import (
+    CallTask,
+    Channel,
+    Consent,
+    ContactKind,
+    ContactPoint,
+    ContactStatus,
+    Customer,
+    Manager,
+    Purchase,
+    Purpose,
+    ServiceEvent,
+    utcnow,
+)
 
-KINDS = tuple(SPECS)
 CONSENT_CHANNELS = tuple(c.value for c in Channel) + ("all",)
-SUPERSEDED = "superseded"
+SUPERSEDED = ContactStatus.superseded.value
 _NUMBER = re.compile(r"^-?\d+(?:[.,]\d+)?$")
 
 customers_t = Customer.__table__
@@ -70,15 +62,12 @@ purchases_t = Purchase.__table__
 events_t = ServiceEvent.__table__
 consents_t = Consent.__table__
 
-CUSTOMER_COLUMNS = ("external_id", "name", "first_name", "birthday", "region", "timezone", "manager_id",
-                    "preferred_channel", "attributes", "created_at", "updated_at")
-CONTACT_COLUMNS = ("customer_id", "kind", "raw", "value", "status", "created_at", "updated_at")
-ProgressCallback = Callable[[int, int], None]
+CUSTOMER_FIELDS = ("name", "first_name", "birthday", "gender", "region", "city", "timezone", "preferred_channel")
+CUSTOMER_COLUMNS = ("external_id", *CUSTOMER_FIELDS, "manager_id", "attributes", "created_at", "updated_at")
+GENDERS = {"f": "f", "female": "f", "ж": "f", "жен": "f", "женский": "f", "w": "f", "woman": "f",
+           "m": "m", "male": "m", "м": "m", "муж": "m", "мужской": "m", "man": "m"}
+CONTACT_COLUMNS = ("customer_id", "kind", "raw", "value", "status", "created_at", "updated_at", "status_reason")
 _PendingContact = namedtuple("_PendingContact", "id customer_id kind value status")
-
-
-class ImportFailed(RuntimeError):
-    """The file cannot be imported at all (unreadable, unknown or missing columns)."""
 
 
 class RowError(ValueError):
@@ -95,282 +84,6 @@ class ImportOptions:
     batch_size: int = 20000
     column_map: dict[str, str] = field(default_factory=dict)
     parallel: bool | None = None  # validate in a second process; None: only for files of 4 MB and more
-
-
-@dataclass
-class ImportSummary:
-    """What an import did; ``accepted`` = created + updated + unchanged valid rows."""
-
-    kind: str
-    path: str
-    rows: int = 0
-    accepted: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    rejects_path: str | None = None
-    encoding: str | None = None
-    delimiter: str | None = None
-    seconds: float = 0.0
-    rejection_reasons: dict[str, int] = field(default_factory=dict)
-    touched_customers: set[int] | None = field(default_factory=set, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the summary as plain JSON-ready data (without the touched customer ids)."""
-        data = asdict(self)
-        data.pop("touched_customers")
-        return data
-
-    @property
-    def rows_per_second(self) -> float:
-        """Rows handled per second of wall time."""
-        return self.rows / self.seconds if self.seconds else 0.0
-
-
-class RejectsWriter:
-    """Write rejected rows (original values + ``_row`` + ``_reason``), opening the file on first use."""
-
-    def __init__(self, path: Path, header: list[str], delimiter: str) -> None:
-        self.path = path
-        self.header = header
-        self.delimiter = delimiter
-        self._fh = None
-        self._writer = None
-
-    def write(self, row_number: int, reason: str, values: list[object]) -> None:
-        """Append one rejected row."""
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("w", encoding="utf-8-sig", newline="")
-            self._writer = csv.writer(self._fh, delimiter=self.delimiter)
-            self._writer.writerow(["_row", "_reason", *self.header])
-        self._writer.writerow([row_number, reason, *("" if v is None else v for v in values or ())])
-
-    def close(self) -> None:
-        """Flush and close the file if it was opened."""
-        if self._fh is not None:
-            self._fh.close()
-
-    @property
-    def used(self) -> bool:
-        """True when at least one row was written."""
-        return self._writer is not None
-
-
-def default_rejects_path(path: Path) -> Path:
-    """Return ``<file>.rejects.csv`` beside the imported file."""
-    return path.with_name(path.name + ".rejects.csv")
-
-
-def import_file(
-    engine: Engine,
-    kind: str,
-    path: Path | str,
-    *,
-    options: ImportOptions | None = None,
-    rejects_path: Path | str | None = None,
-    progress: ProgressCallback | None = None,
-) -> ImportSummary:
-    """Import one file of ``kind`` (customers, purchases, events, consents) and return the summary.
-
-    Raises ImportFailed for problems with the whole file; row problems go to the rejects file.
-    """
-    if kind not in SPECS:
-        raise ImportFailed(f"unknown import kind {kind!r}; choose one of {', '.join(KINDS)}")
-    options = options or ImportOptions()
-    path = Path(path)
-    try:
-        table = open_table(path)
-    except FileFormatError as exc:
-        raise ImportFailed(str(exc)) from exc
-    try:
-        try:
-            positions = resolve_header(SPECS[kind], table.header, options.column_map)
-        except ValueError as exc:
-            raise ImportFailed(f"{path}: {exc}") from exc
-        return _run(engine, kind, table, positions, options, Path(rejects_path or default_rejects_path(path)), progress)
-    finally:
-        table.close()
-
-
-ParsedRow = tuple[int, "list[object] | None", Any]  # (row number, raw values, record or rejection reason)
-PARALLEL_MIN_BYTES = 4 << 20
-
-
-def parse_rows(kind: str, table: Table, positions: dict[int, str], options: ImportOptions
-               ) -> Iterator[tuple[list[ParsedRow], int]]:
-    """Yield batches of (row number, values, parsed record or rejection reason) and the file position."""
-    writer = _WRITERS[kind](options, table.path)
-    width = len(table.header)
-    rows = iter(table.rows)
-    while True:
-        with gc_paused():
-            chunk = [_parse_row(writer, width, positions, number, values)
-                     for number, values in islice(rows, options.batch_size)]
-        if not chunk:
-            return
-        yield chunk, table.position()
-
-
-def _parse_row(writer: _Writer, width: int, positions: dict[int, str], number: int, values: list[object]
-               ) -> ParsedRow:
-    record: Any
-    if len(values) > width and any(str(v).strip() for v in values[width:]):
-        record = (f"row has {len(values)} fields but the header has {width}; "
-                  "check for an unquoted delimiter inside a value")
-    else:
-        try:
-            record = writer.parse({name: _cell(values, index) for index, name in positions.items()})
-        except (RowError, ValueError) as exc:
-            record = str(exc)
-    # rows the writer can no longer reject need not carry their raw values back (less to pickle)
-    keep = isinstance(record, str) or writer.rejects_on_write
-    return number, values if keep else None, record
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch of objects is built or unpickled.
-
-    Building a batch of thousands of tuples and dicts triggers collections that rescan every
-    object still alive, which costs more than the work itself (7 µs a row when unpickling parsed
-    customers, against 1.4 µs with the collector paused). Cycles made meanwhile are collected
-    once it runs again.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _produce(kind: str, path: str, positions: dict[int, str], options: ImportOptions, queue: Any) -> None:
-    """Child process: read and validate the file, hand parsed batches to the writer through ``queue``."""
-    try:
-        table = open_table(path)
-        try:
-            for item in parse_rows(kind, table, positions, options):
-                queue.put(item)
-        finally:
-            table.close()
-        queue.put(None)
-    except BaseException as exc:  # report anything to the parent instead of dying silently
-        queue.put(RuntimeError(f"reading {path} failed: {exc!r}"))
-
-
-def _parallel_rows(kind: str, table: Table, positions: dict[int, str], options: ImportOptions
-                   ) -> Iterator[tuple[list[ParsedRow], int]]:
-    """Run ``parse_rows`` in a second process so validation and database writes use both cores."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue(maxsize=4)
-    process = context.Process(target=_produce, args=(kind, str(table.path), positions, options, queue),
-                              daemon=True)
-    process.start()
-    try:
-        while True:
-            with gc_paused():
-                item = queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise ImportFailed(str(item))
-            yield item
-    finally:
-        if process.is_alive():
-            process.terminate()
-        process.join()
-
-
-def _run(
-    engine: Engine,
-    kind: str,
-    table: Table,
-    positions: dict[int, str],
-    options: ImportOptions,
-    rejects_path: Path,
-    progress: ProgressCallback | None,
-) -> ImportSummary:
-    started = time.perf_counter()
-    summary = ImportSummary(kind=kind, path=str(table.path), encoding=table.encoding, delimiter=table.delimiter)
-    rejects = RejectsWriter(rejects_path, table.header, table.delimiter or ";")
-    writer = _WRITERS[kind](options, table.path)
-    started_at = utcnow()
-    batch: list[ParsedRow] = []
-    batch_keys: set[str] = set()
-
-    def reject(number: int, values: list[object], reason: str) -> None:
-        summary.rejected += 1
-        label = reason.split(" ", 1)[0].rstrip(":")
-        summary.rejection_reasons[label] = summary.rejection_reasons.get(label, 0) + 1
-        rejects.write(number, reason, values)
-
-    def flush() -> None:
-        if not batch:
-            return
-        valid = [record for _, _, record in batch if not isinstance(record, str)]
-        outcomes: Iterator[str] = iter(())
-        if valid:
-            with write_tx(engine) as conn, gc_paused():
-                outcomes = iter(writer.write(conn, valid))
-        for number, values, record in batch:
-            outcome = record if isinstance(record, str) else next(outcomes)
-            if outcome not in ("created", "updated", "unchanged"):
-                reject(number, values, outcome)
-            else:
-                setattr(summary, outcome, getattr(summary, outcome) + 1)
-                summary.accepted += 1
-        batch.clear()
-        batch_keys.clear()
-
-    parallel = options.parallel if options.parallel is not None else table.size_bytes >= PARALLEL_MIN_BYTES
-    if table.encoding is None:  # XLSX: openpyxl streams rows; keep it in one process
-        parallel = False
-    batches = (_parallel_rows if parallel else parse_rows)(kind, table, positions, options)
-    try:
-        for chunk, position in batches:
-            for number, values, record in chunk:
-                summary.rows += 1
-                if not isinstance(record, str):
-                    key = writer.batch_key(record)
-                    if key in batch_keys:
-                        flush()
-                    batch_keys.add(key)
-                batch.append((number, values, record))
-            flush()
-            if progress:
-                progress(position, table.size_bytes)
-    finally:
-        rejects.close()
-        if hasattr(batches, "close"):
-            batches.close()
-    summary.seconds = time.perf_counter() - started
-    summary.touched_customers = writer.touched
-    if rejects.used:
-        summary.rejects_path = str(rejects_path)
-    elif rejects_path.exists():
-        rejects_path.unlink()
-    _record_run(engine, summary, started_at)
-    refresh_statistics(engine, BASE_TABLES)  # campaigns look customers up by id lists right after
-    return summary
-
-
-def _cell(values: list[object], index: int) -> object:
-    if index >= len(values):
-        return ""
-    value = values[index]
-    if value is None:
-        return ""
-    return value.strip() if isinstance(value, str) else value
-
-
-def _record_run(engine: Engine, summary: ImportSummary, started_at) -> None:
-    row = {name: getattr(summary, name) for name in ("kind", "path", "rows", "accepted", "created",
-                                                      "updated", "unchanged", "rejected", "rejects_path")}
-    with write_tx(engine) as conn:
-        conn.execute(insert(ImportRun.__table__).values(started_at=started_at, finished_at=utcnow(), **row))
 
 
 def _attribute_value(value: object) -> object:
@@ -396,11 +109,40 @@ def _text(raw: dict[str, Any], name: str) -> str | None:
     return None if _blank(value) else str(value).strip()
 
 
-class _Writer:
+# the longest value each free-text column stores: PostgreSQL refuses a longer one, failing the whole batch
+LENGTHS = {name: column.type.length for name, column in (
+    ("name", customers_t.c.name), ("first_name", customers_t.c.first_name), ("region", customers_t.c.region),
+    ("city", customers_t.c.city), ("manager", managers_t.c.code), ("code", managers_t.c.code),
+    ("position", managers_t.c.position), ("category", purchases_t.c.category), ("note", events_t.c.note),
+    ("wording", consents_t.c.wording))}
+
+
+def _sized(raw: dict[str, Any], name: str, limit: int | None = None) -> str | None:
+    """``_text``, refusing a value longer than its column (``LENGTHS``) with a reason instead of failing the batch."""
+    value = _text(raw, name)
+    limit = limit or LENGTHS[name]
+    if value is not None and len(value) > limit:
+        raise RowError(f"{name} is {len(value):,} characters long, more than the {limit} the base stores; shorten it")
+    return value
+
+
+def parse_gender(raw: object) -> str | None:
+    """``f`` or ``m`` from the ways files write it (ж / м, female / male, жен. / муж.); None when empty."""
+    text = str(raw).strip().lower().rstrip(".") if not _blank(raw) else ""
+    if not text:
+        return None
+    if text not in GENDERS:
+        raise RowError(f"gender {str(raw)!r} is not one of f, m (also ж / м, female / male, жен / муж); "
+                       "correct it, or leave the cell empty when it is not known")
+    return GENDERS[text]
+
+
+class Writer:
     """Parse one kind of row and write batches of them."""
 
     TOUCHED_LIMIT = 200_000
     rejects_on_write = True  # write() may turn a parsed row into a rejection (e.g. an unknown customer)
+    partial_rows = False  # a row may leave out fields, which keep their stored values (customers only)
 
     def __init__(self, options: ImportOptions, path: Path) -> None:
         self.options = options
@@ -454,11 +196,12 @@ ABSENT = ...  # a customer field the file has no column for: the stored value is
 CustomerRecord = tuple[str, tuple[Any, ...], "str | None | EllipsisType", tuple[Any, ...], tuple[Any, ...]]
 
 
-class CustomerWriter(_Writer):
+class CustomerWriter(Writer):
     """Upsert customers by external id, with their email, phone and Telegram contact points."""
 
-    FIELDS = ("name", "first_name", "birthday", "region", "timezone", "preferred_channel")
+    FIELDS = CUSTOMER_FIELDS
     rejects_on_write = False
+    partial_rows = True
     _EXISTING = select(*(customers_t.c[name] for name in ("id", "external_id", *FIELDS, "manager_id", "attributes")))
 
     def batch_key(self, record: CustomerRecord) -> str:
@@ -471,9 +214,11 @@ class CustomerWriter(_Writer):
         if len(external_id) > 128:
             raise RowError(f"external_id {external_id[:20]!r}… is longer than 128 characters")
         fields: dict[str, Any] = {}
-        for name in ("name", "first_name", "region"):
+        for name in ("name", "first_name", "region", "city"):
             if name in raw:
-                fields[name] = _text(raw, name) or ("" if name == "name" else None)
+                fields[name] = _sized(raw, name) or ("" if name == "name" else None)
+        if "gender" in raw:
+            fields["gender"] = parse_gender(raw["gender"])
         if "birthday" in raw:
             fields["birthday"] = None if _blank(raw["birthday"]) else _field(parse_date, raw["birthday"], "birthday")
             if fields["birthday"] is not None and fields["birthday"] > date.today():
@@ -508,7 +253,7 @@ class CustomerWriter(_Writer):
         attributes = tuple((name[5:], None if _blank(value) else _attribute_value(value))
                            for name, value in raw.items() if name.startswith("attr."))
         return (external_id, tuple(fields.get(name, ABSENT) for name in self.FIELDS),
-                _text(raw, "manager") if "manager" in raw else ABSENT, tuple(contacts), attributes)
+                _sized(raw, "manager") if "manager" in raw else ABSENT, tuple(contacts), attributes)
 
     def write(self, conn: Connection, records: list[CustomerRecord]) -> list[str]:
         now = utcnow()
@@ -524,10 +269,10 @@ class CustomerWriter(_Writer):
                 values["manager_id"] = managers.get(manager) if manager else None
             current = existing.get(external_id)
             if current is None:
-                new_rows.append((external_id, values.get("name", ""), values.get("first_name"),
-                                 values.get("birthday"), values.get("region"), values.get("timezone"),
-                                 values.get("manager_id"), values.get("preferred_channel"),
-                                 {k: v for k, v in record_attributes if v is not None}, now, now))
+                new_rows.append((external_id, *(values.get(name, "" if name == "name" else None)
+                                                for name in self.FIELDS),
+                                 values.get("manager_id"), {k: v for k, v in record_attributes if v is not None},
+                                 now, now))
                 outcomes.append("created")
                 continue
             attributes = dict(current.attributes or {})
@@ -540,10 +285,8 @@ class CustomerWriter(_Writer):
             if attributes != (current.attributes or {}):
                 diff["attributes"] = attributes
             if diff:
-                row = {"external_id": external_id, "name": current.name,
-                       "first_name": current.first_name, "birthday": current.birthday, "region": current.region,
-                       "timezone": current.timezone, "manager_id": current.manager_id,
-                       "preferred_channel": current.preferred_channel, "attributes": current.attributes,
+                row = {"external_id": external_id, **{name: getattr(current, name) for name in self.FIELDS},
+                       "manager_id": current.manager_id, "attributes": current.attributes,
                        **diff, "b_id": current.id, "updated_at": now}
                 changed_rows.append(row)
                 outcomes.append("updated")
@@ -559,9 +302,11 @@ class CustomerWriter(_Writer):
                 changed_rows,
             )
         contact_changes = self._write_contacts(conn, records, ids, {row.id for row in existing.values()}, now)
+        outcomes = [("updated" if outcome == "unchanged" and record[0] in contact_changes else outcome)
+                    for record, outcome in zip(records, outcomes)]
+        # touched after the contacts: a record whose only change is a new address changed too
         self.touch(ids[record[0]] for record, outcome in zip(records, outcomes) if outcome != "unchanged")
-        return [("updated" if outcome == "unchanged" and record[0] in contact_changes else outcome)
-                for record, outcome in zip(records, outcomes)]
+        return outcomes
 
     @staticmethod
     def _insert_customers(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
@@ -572,6 +317,9 @@ class CustomerWriter(_Writer):
         """
         before = conn.execute(select(func.max(customers_t.c.id))).scalar() or 0
         bulk_insert_tuples(conn, customers_t, CUSTOMER_COLUMNS, rows)
+        # each new record is its own person until `crm.persons.refresh_persons` finds who it shares addresses with
+        conn.execute(update(customers_t).where(customers_t.c.id > before, customers_t.c.person_id.is_(None))
+                     .values(person_id=customers_t.c.id))
         wanted = {row[0] for row in rows}
         found = {ext: cid for ext, cid in conn.execute(
             select(customers_t.c.external_id, customers_t.c.id).where(customers_t.c.id > before)) if ext in wanted}
@@ -580,14 +328,15 @@ class CustomerWriter(_Writer):
         return found
 
     def _manager_ids(self, conn: Connection, codes: set[str]) -> dict[str, int]:
+        """The reps' ids by code; an unknown code becomes a rep named by the code, flagged ``needs_name``."""
         if not codes:
             return {}
         known = dict(conn.execute(select(managers_t.c.code, managers_t.c.id)
                                   .where(managers_t.c.code.in_(codes))).all())
         missing = [code for code in codes if code not in known]
         if missing:
-            conn.execute(insert(managers_t), [{"code": c, "name": c, "active": True, "created_at": utcnow()}
-                                              for c in missing])
+            conn.execute(insert(managers_t), [{"code": c, "name": c, "needs_name": True, "active": True,
+                                               "created_at": utcnow()} for c in missing])
             known.update(conn.execute(select(managers_t.c.code, managers_t.c.id)
                                       .where(managers_t.c.code.in_(missing))).all())
         return known
@@ -632,21 +381,15 @@ class CustomerWriter(_Writer):
                     _PendingContact(None, customer_id, kind, normalised, active))
                 changed.add(external_id)
         if inserts:
-            from crm.privacy import suppressed
-
             blocked = suppressed(conn, [(row[1], row[3]) for row in inserts])
             for row in inserts:
                 if (row[1], row[3]) in blocked:
                     row[4] = ContactStatus.blocked.value
+                    row.append("suppressed: this address was erased at the person's request")
+                else:
+                    row.append(None)
             bulk_insert_tuples(conn, contacts_t, CONTACT_COLUMNS, inserts)
-            if blocked:
-                conn.execute(update(contacts_t).where(contacts_t.c.status == ContactStatus.blocked.value,
-                                                      contacts_t.c.status_reason.is_(None))
-                             .values(status_reason="suppressed: this address was erased at the person's request"))
-        if status_moves:
-            conn.execute(update(contacts_t).where(contacts_t.c.id == bindparam("b_id"))
-                         .values(status=bindparam("status"), status_reason=bindparam("status_reason"),
-                                 updated_at=bindparam("updated_at")), status_moves)
+        mark(conn, status_moves)
         return changed
 
 
@@ -658,7 +401,7 @@ def _field(parser: Callable[..., Any], value: object, name: str, *args: Any) -> 
         raise RowError(message if message.startswith(name) else f"{name}: {message}") from None
 
 
-class _KeyedWriter(_Writer):
+class _KeyedWriter(Writer):
     """Insert rows of a child table keyed by ``source_key``; existing keys are left as they are."""
 
     table: Any = None
@@ -721,7 +464,7 @@ class PurchaseWriter(_KeyedWriter):
         currency = (_text(raw, "currency") or self.options.currency).upper()
         if not re.fullmatch(r"[A-Z]{3}", currency):
             raise RowError(f"currency {currency!r} is not an ISO 4217 code such as RUB")
-        category = _text(raw, "category")
+        category = _sized(raw, "category")
         key = self._key_for(_text(raw, "order_id"), customer, purchased_on, product, category, quantity, amount)
         return {"key": key, "customer": customer, "row": {
             "purchased_on": purchased_on, "product": product[:300], "category": category,
@@ -742,14 +485,14 @@ class EventWriter(_KeyedWriter):
         kind = re.sub(r"\s+", "_", kind.lower())
         attributes = {name[5:]: _attribute_value(value) for name, value in raw.items()
                       if name.startswith("attr.") and not _blank(value)}
-        note = _text(raw, "note")
+        note = _sized(raw, "note")
         key = self._key_for(_text(raw, "event_id"), customer, occurred_on, kind,
                             json.dumps(attributes, sort_keys=True))
         return {"key": key, "customer": customer, "row": {
             "occurred_on": occurred_on, "kind": kind[:64], "note": note, "attributes": attributes}}
 
 
-class ConsentWriter(_Writer):
+class ConsentWriter(Writer):
     """Append consent grants and revocations to the ledger; an identical entry is not added twice."""
 
     def parse(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -763,7 +506,7 @@ class ConsentWriter(_Writer):
         granted = _field(parse_bool, raw["status"], "status", "status")
         at = _field(parse_datetime, raw["at"], "at", self.options.default_timezone)
         source = _text(raw, "source") or f"import:{self.path.name}"
-        wording = _text(raw, "wording")
+        wording = _sized(raw, "wording")
         row = {"channel": channel, "purpose": purpose, "granted": granted, "at": at, "source": source[:200],
                "wording": wording}
         return {"key": f"{customer}|{channel}|{purpose}|{granted}|{at.isoformat()}|{source}", "customer": customer,
@@ -794,13 +537,102 @@ class ConsentWriter(_Writer):
             existing.add(identity)
             rows.append({**r, "customer_id": customer_id, "recorded_at": now})
             outcomes.append("created")
-        if rows:
-            bulk_insert(conn, consents_t, list(rows[0]), rows)
+        consents.append(conn, rows)
         return outcomes
 
 
-_WRITERS: dict[str, type[_Writer]] = {
+_ACTIVE_WORDS = {"active": True, "активен": True, "работает": True, "inactive": False, "неактивен": False,
+                 "уволен": False}
+MANAGER_FIELDS = ("name", "position", "phone", "email", "daily_call_capacity", "active")
+
+
+class ManagerWriter(Writer):
+    """Upsert sales reps by code: name, position, phone, email, daily call capacity, active.
+
+    A column the file leaves out (or a blank name or capacity) keeps the stored value; a new rep
+    without a name is named by its code and flagged ``needs_name``, like reps that customer
+    imports create. A rep with open call tasks is not deactivated here: ``touchflow managers
+    deactivate`` moves their work first, so the row is rejected saying so.
+    """
+
+    partial_rows = True
+    _EXISTING = select(managers_t.c.id, managers_t.c.code, managers_t.c.needs_name,
+                       *(managers_t.c[name] for name in MANAGER_FIELDS))
+
+    def parse(self, raw: dict[str, Any]) -> dict[str, Any]:
+        code = _sized(raw, "code")
+        if code is None:
+            raise RowError("code is empty; every rep needs the code customer files name them by (e.g. petrov)")
+        fields: dict[str, Any] = {}
+        if _text(raw, "name") is not None:
+            fields["name"] = _sized(raw, "name", managers_t.c.name.type.length)
+        if "position" in raw:
+            fields["position"] = _sized(raw, "position")
+        if "phone" in raw:
+            phone = _text(raw, "phone")
+            fields["phone"] = phone and _field(normalize_phone, phone, "phone", self.options.default_region)
+        if "email" in raw:
+            email = _text(raw, "email")
+            fields["email"] = email and _field(normalize_email, email, "email")
+        if _text(raw, "capacity") is not None:
+            fields["daily_call_capacity"] = _capacity(raw["capacity"])
+        if _text(raw, "active") is not None:
+            word = str(raw["active"]).strip().lower()
+            try:
+                fields["active"] = _ACTIVE_WORDS[word] if word in _ACTIVE_WORDS else parse_bool(word, "active")
+            except ValueError:
+                raise RowError(f"active {raw['active']!r} is neither yes nor no; write yes or no (also да / нет, "
+                               "active / inactive), or leave the cell empty to keep the stored value") from None
+        return {"key": code, "fields": fields}
+
+    def write(self, conn: Connection, records: list[dict[str, Any]]) -> list[str]:
+        now = utcnow()
+        existing = {row.code: row for chunk in in_chunks([r["key"] for r in records])
+                    for row in conn.execute(self._EXISTING.where(one_of(conn, managers_t.c.code, chunk)))}
+        busy = _open_tasks(conn, [row.id for row in existing.values()])
+        outcomes: list[str] = []
+        for record in records:
+            code, fields = record["key"], record["fields"]
+            current = existing.get(code)
+            if current is None:
+                conn.execute(insert(managers_t).values(code=code, name=fields.get("name", code),
+                                                       needs_name="name" not in fields, created_at=now,
+                                                       **{k: v for k, v in fields.items() if k != "name"}))
+                outcomes.append("created")
+                continue
+            if fields.get("active") is False and current.active and busy.get(current.id):
+                outcomes.append(f"active: rep {code} has {busy[current.id]} open call tasks; run `touchflow managers "
+                                f"deactivate {code}` (it moves them to other reps), then import this row again")
+                continue
+            diff = {k: v for k, v in fields.items() if getattr(current, k) != v}
+            if "name" in fields and current.needs_name:
+                diff["needs_name"] = False
+            if diff:
+                conn.execute(update(managers_t).where(managers_t.c.id == current.id).values(**diff))
+            outcomes.append("updated" if diff else "unchanged")
+        return outcomes
+
+
+def _capacity(raw: object) -> int:
+    """A daily call capacity: a whole number of calls, 0 or more (Excel may hand ``40.0``)."""
+    value = _field(parse_decimal, raw, "capacity")
+    if value != value.to_integral_value() or value < 0 or value > 10_000:
+        raise RowError(f"capacity {raw!r} is not a whole number of calls a day between 0 and 10000; write e.g. 40")
+    return int(value)
+
+
+def _open_tasks(conn: Connection, manager_ids: list[int]) -> dict[int, int]:
+    """Open call tasks per rep."""
+    if not manager_ids:
+        return {}
+    tasks_t = CallTask.__table__
+    return dict(conn.execute(select(tasks_t.c.manager_id, func.count()).where(
+        tasks_t.c.status == "open", tasks_t.c.manager_id.in_(manager_ids)).group_by(tasks_t.c.manager_id)).all())
+
+
+WRITERS: dict[str, type[Writer]] = {
     "customers": CustomerWriter,
+    "managers": ManagerWriter,
     "purchases": PurchaseWriter,
     "events": EventWriter,
     "consents": ConsentWriter,

@@ -1,7 +1,7 @@
 """The contact policy as pure functions over plain data: who may be contacted, how, and when.
 
 The database settles what cannot be decided from a snapshot (two runs claiming one person):
-``crm.history.claim`` holds the person's locks under unique keys. Everything here is decided from
+``crm.ledger.claims.claim`` holds the person's locks under unique keys. Everything here is decided from
 the customer's contact points, the consent ledger and the clock, and says why when the answer is no.
 """
 

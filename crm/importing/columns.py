@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from touchflow.errors import InputError
 
 ATTRIBUTE_PREFIXES = ("attr.", "attr_", "attr:")
 IGNORED_COLUMNS = {"_row", "_reason"}
@@ -40,14 +41,16 @@ SPECS: dict[str, ColumnSpec] = {
     "customers": ColumnSpec(
         kind="customers",
         required=("external_id",),
-        optional=("name", "first_name", "birthday", "region", "timezone", "manager", "email", "phone",
-                  "telegram", "preferred_channel"),
+        optional=("name", "first_name", "birthday", "gender", "region", "city", "timezone", "manager", "email",
+                  "phone", "telegram", "preferred_channel"),
         aliases={
             "external_id": ("id", "customer_id", "client_id", "код", "код клиента", "id клиента", "external id"),
             "name": ("full_name", "фио", "клиент", "наименование", "имя клиента"),
             "first_name": ("имя", "given_name"),
             "birthday": ("birth_date", "date_of_birth", "dob", "дата рождения", "день рождения"),
+            "gender": ("sex", "пол"),
             "region": ("регион", "область"),
+            "city": ("town", "город", "населённый пункт", "населенный пункт"),
             "timezone": ("tz", "time_zone", "часовой пояс"),
             "manager": ("owner", "manager_code", "менеджер", "ответственный"),
             "email": ("e-mail", "mail", "почта", "электронная почта", "эл. почта"),
@@ -56,6 +59,20 @@ SPECS: dict[str, ColumnSpec] = {
             "preferred_channel": ("channel", "предпочтительный канал", "канал"),
         },
         attributes=True,
+    ),
+    "managers": ColumnSpec(
+        kind="managers",
+        required=("code",),
+        optional=("name", "position", "phone", "email", "capacity", "active"),
+        aliases={
+            "code": ("manager", "manager_code", "login", "код", "код менеджера", "менеджер", "логин"),
+            "name": ("full_name", "фио", "имя"),
+            "position": ("title", "job_title", "должность"),
+            "phone": ("mobile", "phone_number", "телефон"),
+            "email": ("e-mail", "mail", "почта", "электронная почта"),
+            "capacity": ("daily_call_capacity", "calls_per_day", "звонков в день", "лимит звонков"),
+            "active": ("status", "активен", "статус"),
+        },
     ),
     "purchases": ColumnSpec(
         kind="purchases",
@@ -102,7 +119,7 @@ SPECS: dict[str, ColumnSpec] = {
 }
 
 
-class ColumnError(ValueError):
+class ColumnError(InputError):
     """The header does not fit the convention (unknown or missing columns)."""
 
 

@@ -1,0 +1,18 @@
+"""The ledger: the only writer of the contact history, and the rules it is written by.
+
+It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contact-point status,
+``suppressions``, ``call_tasks`` and ``campaign_runs``; everyone else calls it with plain data.
+
+    policy.py      the contact policy as pure decisions over frozen data; every "no" has a reason
+    claims.py      candidates, and claiming touches under the person's unique locks
+    touches.py     writing touches and decisions, each with its first event
+    moves.py       status moves: forward only, reported back, each an event
+    runs.py        campaign runs: leases, and settling the touches of runs that died
+    consents.py    the consent ledger: a person's word, for every record of the person
+    contacts.py    whether an address may be used, on every record holding it; suppressions
+    verdicts.py    what a provider said about an address: bounce, block, opt-out
+    calls.py       call tasks for reps and the outcomes of calls
+    history.py     reading the history
+    compliance.py  the history checked against the rules
+    audit/         hash chains, keyed seals and anchors: proof that the history was not edited
+"""

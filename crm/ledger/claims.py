@@ -1,0 +1,297 @@
+"""Claims: what the policy needs to know about candidates, and the person's locks that make a touch theirs.
+
+A touch is claimed by committed rows before anything is sent: the touch itself (unique claim key)
+and the person's locks (unique person / scope / key): the offer cooldown, a frequency-cap slot
+for marketing, the open call task. Two runs that select the same person cannot both hold them,
+on SQLite and PostgreSQL alike; the loser records why it did not contact. Locks belong to the
+person, so they follow records merged into one person (``rekey_persons``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from crm.bulk import bulk_insert
+from crm.db import in_chunks, one_of, write_tx
+from crm.ledger.policy import Candidate, ConsentState, ContactOption, Decision, Policy
+from crm.ledger.touches import insert_touches
+from crm.models import CallTask, Consent, ContactLock, ContactPoint, Customer, Touch
+
+touches = Touch.__table__
+locks = ContactLock.__table__
+customers = Customer.__table__
+contacts = ContactPoint.__table__
+consents = Consent.__table__
+tasks = CallTask.__table__
+LOCK_COLUMNS = ("person_id", "scope", "key", "touch_id", "expires_at", "created_at")
+
+
+@dataclass
+class Claimed:
+    """A claimed touch, ready to send (or deferred)."""
+
+    touch_id: int
+    decision: Decision
+
+
+def load_candidates(conn: Connection, customer_ids: list[int]) -> list[Candidate]:
+    """Customers with their contact points and the person's latest consent entries, in id order.
+
+    Consent is the person's: the latest entry of any of their records decides (an opt-out given
+    through one record holds for the others).
+    """
+    result: dict[int, Candidate] = {}
+    members: dict[int, list[int]] = {}
+    for chunk in in_chunks(customer_ids):
+        for row in conn.execute(select(customers.c.id, customers.c.person_id, customers.c.timezone,
+                                       customers.c.preferred_channel).where(one_of(conn, customers.c.id, chunk))):
+            person = row.person_id or row.id
+            result[row.id] = Candidate(row.id, person, row.timezone, row.preferred_channel, [], {})
+            members.setdefault(person, []).append(row.id)
+        for row in conn.execute(select(contacts.c.id, contacts.c.customer_id, contacts.c.kind, contacts.c.value,
+                                       contacts.c.status).where(one_of(conn, contacts.c.customer_id, chunk))):
+            result[row.customer_id].contacts.append(ContactOption(row.id, row.kind, row.value, row.status))
+    latest: dict[int, dict[tuple[str, str], ConsentState]] = {}
+    for person, entries in _person_consents(conn, list(members)).items():
+        for channel, purpose, state in entries:
+            latest.setdefault(person, {})[(channel, purpose)] = state
+    for candidate in result.values():
+        candidate.consents.update(latest.get(candidate.person_id, {}))
+    return [result[cid] for cid in customer_ids if cid in result]
+
+
+def _person_consents(conn: Connection, persons: list[int]) -> dict[int, list[tuple[str, str, ConsentState]]]:
+    """Every consent entry of the persons' records, oldest first (the last one per key decides)."""
+    found: dict[int, list[tuple[Any, ...]]] = {}
+    person = customers.c.person_id
+    for chunk in in_chunks(persons):
+        query = (select(person, consents.c.id, consents.c.channel, consents.c.purpose, consents.c.granted,
+                        consents.c.at)
+                 .join(customers, customers.c.id == consents.c.customer_id).where(one_of(conn, person, chunk)))
+        for row in conn.execute(query):
+            found.setdefault(row.person_id, []).append(row)
+    return {p: [(r.channel, r.purpose, ConsentState(r.granted, r.id, r.at))
+                for r in sorted(rows, key=lambda r: (r.at, r.id))] for p, rows in found.items()}
+
+
+def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str, purpose: str,
+          policy: Policy, run_id: str, now: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
+    """Claim touches for ``decisions`` (with their prepared ``rows``); return (claimed, decisions not to contact).
+
+    Runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite) with a savepoint per person when
+    another run got there first; committed before any message leaves.
+    """
+    claimed: list[Claimed] = []
+    if not decisions:
+        return claimed, []
+    with write_tx(engine) as conn:
+        held, holders = _held_locks(conn, sorted({d.person_id for d in decisions}), now)
+        planned, refused = plan(held, holders, decisions, rows, offer=offer, purpose=purpose, policy=policy,
+                                run_id=run_id, now=now)
+        try:
+            with conn.begin_nested():
+                claimed.extend(_claim_all(conn, planned, now))
+        except IntegrityError:
+            # another run claimed some of these people meanwhile: claim one by one, keep what is still free
+            for item in planned:
+                try:
+                    with conn.begin_nested():
+                        claimed.extend(_claim_all(conn, [item], now))
+                except IntegrityError:
+                    decision, row, _ = item
+                    current = {(r.scope, r.key): r.touch_id for r in conn.execute(
+                        select(locks.c.scope, locks.c.key, locks.c.touch_id)
+                        .where(locks.c.person_id == decision.person_id))}
+                    reason = _blocked(decision, current, set(), offer, purpose, policy) or "cooling_down"
+                    refused.append(_refusal(row, reason, "another run claimed this person first"))
+    return claimed, refused
+
+
+def plan(held: dict, holders: dict, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str,
+         purpose: str, policy: Policy, run_id: str, now: datetime) -> tuple[list, list[dict[str, Any]]]:
+    """Which decisions may claim (with the locks each takes) and which are refused, from the persons' locks.
+
+    Pure over ``held`` (person → (scope, key) → holding touch), which it updates with the locks it
+    plans, so several records of one person in a batch see each other. ``claim`` writes the plan;
+    ``preview`` (a dry run) only counts it.
+    """
+    this_run = {tid for tid, (_, _, run) in holders.items() if run == run_id} | {-1}  # -1: this batch
+    planned, refused = [], []
+    for decision, row in zip(decisions, rows):
+        mine = held.setdefault(decision.person_id, {})
+        reason = _blocked(decision, mine, this_run, offer, purpose, policy)
+        if reason is not None:
+            refused.append(_refusal(row, reason, _holder_detail(mine, holders, offer, reason)))
+            continue
+        wanted = _wanted_locks(decision, mine, offer, purpose, policy, now)
+        for scope, key, _ in wanted:
+            mine[(scope, key)] = -1  # held by this batch from here on
+        planned.append((decision, row, wanted))
+    return planned, refused
+
+
+def preview(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str, purpose: str,
+            policy: Policy, run_id: str, now: datetime, simulated: dict[int, dict]) -> tuple[list, list[dict]]:
+    """What ``claim`` would do now, writing nothing (a dry run): (would claim, refused with reasons).
+
+    ``simulated`` carries the locks this dry run would have taken across batches, for the persons
+    that have several records (the only ones a later batch can meet again).
+    """
+    if not decisions:
+        return [], []
+    persons = sorted({d.person_id for d in decisions})
+    with engine.connect() as conn:
+        held, holders = _held_locks(conn, persons, now, delete_expired=False)
+    for person in persons:
+        held.setdefault(person, {}).update(simulated.get(person, {}))
+    planned, refused = plan(held, holders, decisions, rows, offer=offer, purpose=purpose, policy=policy,
+                            run_id=run_id, now=now)
+    for decision, _, wanted in planned:
+        if decision.person_id in simulated:
+            simulated[decision.person_id].update({(scope, key): -1 for scope, key, _ in wanted})
+    return planned, refused
+
+
+def shared_persons(engine: Engine) -> set[int]:
+    """Persons with more than one record: the ones whose claims a dry run must remember across batches."""
+    with engine.connect() as conn:
+        return set(conn.execute(select(customers.c.person_id).where(customers.c.person_id != customers.c.id)
+                                .distinct()).scalars())
+
+
+def _held_locks(conn: Connection, persons: list[int], now: datetime, *, delete_expired: bool = True):
+    """The persons' live locks (expired ones deleted first, or left out) and who holds them: touch → (campaign, at, run)."""
+    held: dict[int, dict[tuple[str, str], int | None]] = {}
+    live = locks.c.expires_at.is_(None) | (locks.c.expires_at > now)
+    for chunk in in_chunks(persons):
+        if delete_expired:
+            conn.execute(delete(locks).where(one_of(conn, locks.c.person_id, chunk), ~live))
+        for row in conn.execute(select(locks.c.person_id, locks.c.scope, locks.c.key, locks.c.touch_id)
+                                .where(one_of(conn, locks.c.person_id, chunk), live)):
+            held.setdefault(row.person_id, {})[(row.scope, row.key)] = row.touch_id
+    holders: dict[int, tuple[str | None, Any, str | None]] = {}
+    for chunk in in_chunks(sorted({tid for person in held.values() for tid in person.values() if tid})):
+        for row in conn.execute(select(touches.c.id, touches.c.run_id, touches.c.campaign, touches.c.created_at)
+                                .where(one_of(conn, touches.c.id, chunk))):
+            holders[row.id] = (row.campaign, row.created_at, row.run_id)
+    return held, holders
+
+
+def _wanted_locks(decision: Decision, mine: dict, offer: str, purpose: str, policy: Policy,
+                  now: datetime) -> list[tuple[str, str, datetime | None]]:
+    wanted: list[tuple[str, str, datetime | None]] = [("offer", offer,
+                                                       now + timedelta(days=policy.offer_cooldown_days))]
+    if purpose == "marketing":
+        slot = next(f"slot{i}" for i in range(policy.cap_max) if ("cap", f"slot{i}") not in mine)
+        wanted.append(("cap", slot, now + timedelta(days=policy.cap_days)))
+    if decision.channel == "call":
+        wanted.append(("call", "open", None))
+    return wanted
+
+
+def _holder_detail(mine: dict, holders: dict, offer: str, reason: str) -> str | None:
+    if reason not in ("cooling_down", "same_person"):
+        return None
+    campaign, when, _ = holders.get(mine.get(("offer", offer)), (None, None, None))
+    return f"offer {offer} already given to this person by {campaign} on {when:%Y-%m-%d}" if campaign and when else None
+
+
+def _claim_all(conn: Connection, planned: list, now: datetime) -> list[Claimed]:
+    """Insert touches (with their claim events) and locks for planned claims: a few statements for the whole list."""
+    if not planned:
+        return []
+    ids = insert_touches(conn, [row for _, row, _ in planned])
+    lock_rows = [{"person_id": decision.person_id, "scope": scope, "key": key, "touch_id": touch_id,
+                  "expires_at": expires, "created_at": now}
+                 for touch_id, (decision, _, wanted) in zip(ids, planned) for scope, key, expires in wanted]
+    bulk_insert(conn, locks, LOCK_COLUMNS, lock_rows)
+    return [Claimed(touch_id, decision) for touch_id, (decision, _, _) in zip(ids, planned)]
+
+
+def _blocked(decision: Decision, mine: dict, this_run: set[int], offer: str, purpose: str,
+             policy: Policy) -> str | None:
+    holder = mine.get(("offer", offer), 0)
+    if holder != 0:
+        return "same_person" if holder in this_run else "cooling_down"
+    if decision.channel == "call" and ("call", "open") in mine:
+        return "open_call_task"
+    if purpose == "marketing" and sum(1 for scope, _ in mine if scope == "cap") >= policy.cap_max:
+        return "capped"
+    return None
+
+
+def _refusal(row: dict[str, Any], reason: str, detail: str | None = None) -> dict[str, Any]:
+    refused = dict(row)
+    refused.update(status="skipped", reason=reason, detail=detail, claim_key=None, due_at=None)
+    return refused
+
+
+def transfer(engine: Engine, from_touch_id: int, row: dict[str, Any]) -> int:
+    """A fallback: write a claimed touch on another channel and hand it the failed touch's locks; return its id."""
+    with write_tx(engine) as conn:
+        touch_id = insert_touches(conn, [row])[0]
+        conn.execute(update(locks).where(locks.c.touch_id == from_touch_id).values(touch_id=touch_id))
+    return touch_id
+
+
+def add_copies(engine: Engine, rows: list[dict[str, Any]]) -> list[int]:
+    """Claimed copies of touches in another channel (``duplicate_in``): same person and offer, no new locks."""
+    with write_tx(engine) as conn:
+        return insert_touches(conn, rows)
+
+
+def rekey_persons(conn: Connection, moved: dict[int, tuple[int, int]]) -> None:
+    """Carry locks and open call tasks over when records change person (``{customer: (old, new)}``).
+
+    A person made of several earlier persons holds all their locks (offer cooldowns, cap slots
+    renumbered so the cap still counts every one, the open call); a record split off keeps a
+    copy of its earlier person's locks, since either of them may be the one who was contacted.
+    """
+    sources: dict[int, set[int]] = {}
+    for old, new in moved.values():
+        if old != new:
+            sources.setdefault(new, {new}).add(old)
+    if not sources:
+        return
+    old_persons = sorted({p for group in sources.values() for p in group})
+    current: dict[int, list[Any]] = {}
+    for chunk in in_chunks(old_persons):
+        for row in conn.execute(select(locks).where(one_of(conn, locks.c.person_id, chunk))):
+            current.setdefault(row.person_id, []).append(row)
+    rows: list[dict[str, Any]] = []
+    for new, group in sources.items():
+        rows.extend(_merged_locks(new, [lock for person in sorted(group) for lock in current.get(person, [])]))
+    still = {p for p, in conn.execute(select(customers.c.person_id).where(one_of(conn, customers.c.person_id,
+                                                                                old_persons)).distinct())}
+    for chunk in in_chunks(sorted(set(sources) | (set(old_persons) - still))):
+        conn.execute(delete(locks).where(one_of(conn, locks.c.person_id, chunk)))
+    bulk_insert(conn, locks, LOCK_COLUMNS, rows)
+    for customer_id, (old, new) in moved.items():
+        if old != new:
+            conn.execute(update(tasks).where(tasks.c.customer_id == customer_id).values(person_id=new))
+
+
+def _merged_locks(person: int, held: list[Any]) -> list[dict[str, Any]]:
+    """One person's locks from several persons' ones: the latest expiry per key, cap slots numbered anew."""
+    best: dict[tuple[str, str], Any] = {}
+    caps = []
+    for lock in held:
+        if lock.scope == "cap":
+            caps.append(lock)
+            continue
+        kept = best.get((lock.scope, lock.key))
+        if kept is None or (kept.expires_at is not None and (lock.expires_at is None
+                                                              or lock.expires_at > kept.expires_at)):
+            best[(lock.scope, lock.key)] = lock
+    unique_caps = {(lock.touch_id, lock.expires_at): lock for lock in caps}.values()
+    numbered = [(("cap", f"slot{i}"), lock) for i, lock in enumerate(sorted(
+        unique_caps, key=lambda lock: (lock.expires_at is None, lock.expires_at)))]
+    return [{"person_id": person, "scope": scope, "key": key, "touch_id": lock.touch_id,
+             "expires_at": lock.expires_at, "created_at": lock.created_at}
+            for (scope, key), lock in [*best.items(), *numbered]]
