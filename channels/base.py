@@ -1,7 +1,7 @@
 """The one interface every channel implements, and the message it sends.
 
 Like Django's email backends: ``open``, ``send``, ``close``; a module per transport, and console,
-file and memory transports beside the real ones (``channels.outbox``), chosen by configuration.
+file and memory transports beside the real ones (``channels.transports.outbox``), chosen by configuration.
 """
 
 from __future__ import annotations

@@ -2,21 +2,27 @@
 
 Each channel has declarative metadata (the contact kind it needs, its default rate, its length
 limit) and a transport chosen by ``TOUCHFLOW_<CHANNEL>_TRANSPORT``: the real one (smtp, twilio,
-telegram, tasks) or a dev one (console, file, memory).
+telegram, tasks) or a dev one (console, file, memory). ``meter_of`` names the limits a real
+transport's sends count against, keyed by what the provider meters (the bot, the sender number),
+so every run and process sending as the same sender shares them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from channels.base import Channel
-from channels.calls import CallTaskChannel, TaskSink
-from channels.outbox import ConsoleChannel, FileChannel, MemoryChannel
+from channels.base import Channel, Message
+from channels.ratelimit import Limit, Meter
+from channels.transports.calls import CallTaskChannel, TaskSink
+from channels.transports.outbox import ConsoleChannel, FileChannel, MemoryChannel
 from touchflow.secrets import mask, secret
 from touchflow.settings import Settings, get_settings
+from touchflow.errors import ConfigError
 
 DEV_TRANSPORTS = ("console", "file", "memory")
+TELEGRAM_PER_CHAT = 1.0  # messages a second to one chat (the Bot API's limit)
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ CHANNELS: dict[str, ChannelInfo] = {
 }
 
 
-class ChannelConfigError(ValueError):
+class ChannelConfigError(ConfigError):
     """A channel or transport name is unknown, or a real transport lacks its settings."""
 
 
@@ -75,7 +81,7 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
     if transport == "file":
         return FileChannel(name, Path(settings.outbox_dir), settings.mail_from)
     if name == "email":
-        from channels.email import SmtpConfig, SmtpEmailChannel
+        from channels.transports.smtp import SmtpConfig, SmtpEmailChannel
 
         return SmtpEmailChannel(SmtpConfig(
             host=settings.smtp_host, port=settings.smtp_port, use_tls=settings.smtp_tls,
@@ -83,33 +89,71 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
             password=secret(settings.smtp_password, "TOUCHFLOW_SMTP_PASSWORD"), from_address=settings.mail_from,
             from_name=settings.company_name, pool_size=settings.smtp_pool_size, timeout=settings.smtp_timeout))
     if name in ("sms", "voice"):
-        from channels.twilio import TwilioConfig, TwilioSmsChannel, TwilioVoiceChannel
+        from channels.transports.twilio import TwilioConfig, TwilioSmsChannel, TwilioVoiceChannel
 
         config = TwilioConfig(
             account_sid=settings.twilio_account_sid or "",
             auth_token=secret(settings.twilio_auth_token, "TOUCHFLOW_TWILIO_AUTH_TOKEN") or "",
             from_number=settings.twilio_from_number, messaging_service_sid=settings.twilio_messaging_service_sid,
-            status_callback=settings.twilio_status_callback, api_base_url=settings.twilio_api_base_url)
+            status_callback=settings.twilio_status_callback, api_base_url=settings.twilio_api_base_url,
+            timeout=settings.twilio_timeout)
         try:
             return (TwilioSmsChannel if name == "sms" else TwilioVoiceChannel)(config)
         except ValueError as exc:
             raise ChannelConfigError(str(exc)) from None
     if name == "telegram":
-        from channels.telegram import TelegramChannel, TelegramConfig
+        from channels.transports.telegram import TelegramChannel, TelegramConfig
 
         token = secret(settings.telegram_bot_token, "TOUCHFLOW_TELEGRAM_BOT_TOKEN")
         if not token:
             raise ChannelConfigError("TOUCHFLOW_TELEGRAM_TRANSPORT=telegram needs TOUCHFLOW_TELEGRAM_BOT_TOKEN "
                                      "(or TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK)")
         return TelegramChannel(TelegramConfig(token=token, bot_username=settings.telegram_bot_username,
-                                              base_url=settings.telegram_api_base_url))
+                                              base_url=settings.telegram_api_base_url,
+                                              timeout=settings.telegram_timeout))
     raise ChannelConfigError(f"no transport {transport!r} for {name}")
 
 
 def rate_of(name: str, settings: Settings | None = None) -> float:
-    """Messages per second allowed for a channel (0 = unlimited)."""
+    """Units a second a channel's sender may send (messages; SMS segments), across every process; 0 = unlimited."""
     info = CHANNELS[name]
     return float(getattr(settings or get_settings(), info.rate_setting)) if info.rate_setting else 0.0
+
+
+def meter_of(name: str, channel: Channel, settings: Settings | None = None) -> Meter | None:
+    """The limits ``channel``'s sends count against at its provider; None when none applies.
+
+    Telegram: the bot's rate and one message a second per chat; SMS: the sender number's rate in
+    segments; voice: the sender number's calls; email: the relay's rate when one is set. A dev
+    transport (console, file, memory) and a rate of 0 are not metered.
+    """
+    rate = rate_of(name, settings)
+    if rate <= 0 or channel.transport in DEV_TRANSPORTS:
+        return None
+    config = getattr(channel, "config", None)
+    if name == "telegram":
+        bot = f"telegram:bot:{_bot_id(config.token)}"
+        return Meter(Limit.per_second(bot, rate), per_recipient=Limit.per_second(f"{bot}:chat:", TELEGRAM_PER_CHAT))
+    if name in ("sms", "voice"):
+        sender = config.from_number or config.messaging_service_sid
+        return Meter(Limit.per_second(f"{name}:{sender}", rate), weigh=sms_segments if name == "sms" else None)
+    if name == "email":
+        settings = settings or get_settings()
+        return Meter(Limit.per_second(f"email:{settings.smtp_host}:{settings.smtp_port}", rate))
+    return Meter(Limit.per_second(name, rate))
+
+
+def _bot_id(token: str) -> str:
+    """The bot's public id (the token's part before the colon), never the token's secret part."""
+    head = token.split(":", 1)[0]
+    return head if head.isdigit() else "sha256-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def sms_segments(message: Message) -> int:
+    """What an SMS weighs at Twilio: its segments (a 70-character Cyrillic text is one, 71–134 two)."""
+    from channels.render.sms import sms_info
+
+    return max(1, sms_info(message.text).segments)
 
 
 def describe(settings: Settings | None = None) -> list[dict]:

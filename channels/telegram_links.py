@@ -12,24 +12,18 @@ from sqlalchemy.engine import Engine
 from telegram import Bot, Update
 from telegram.error import TelegramError
 
-from channels.telegram import deep_link, link_expiry, new_token, token_hash
+from channels.transports.telegram import deep_link, link_expiry, new_token, token_hash
 from crm.db import write_tx
-from crm.models import (
-    ContactKind,
-    ContactPoint,
-    ContactStatus,
-    Customer,
-    TelegramLink,
-    utcnow,
-)
+from crm.ledger.contacts import bind
+from crm.models import ContactKind, Customer, TelegramLink, utcnow
+from touchflow.errors import InputError
 
 log = logging.getLogger(__name__)
 links = TelegramLink.__table__
 customers = Customer.__table__
-contacts = ContactPoint.__table__
 
 
-class LinkError(ValueError):
+class LinkError(InputError):
     """The customer is unknown, or a token is unknown, used or expired."""
 
 
@@ -69,18 +63,8 @@ def bind_chat(engine: Engine, token: str, chat_id: int | str, now: datetime | No
         customer_id, external_id = conn.execute(
             select(customers.c.id, customers.c.external_id).join(links, links.c.customer_id == customers.c.id)
             .where(links.c.token_hash == token_hash(token))).one()
-        existing = conn.execute(select(contacts.c.id, contacts.c.status).where(
-            contacts.c.customer_id == customer_id, contacts.c.kind == ContactKind.telegram.value,
-            contacts.c.value == chat)).first()
-        if existing is None:
-            conn.execute(insert(contacts).values(customer_id=customer_id, kind=ContactKind.telegram.value, raw=chat,
-                                                 value=chat, status=ContactStatus.active.value, created_at=now,
-                                                 updated_at=now))
-        elif existing.status != ContactStatus.active.value:
-            conn.execute(update(contacts).where(contacts.c.id == existing.id)
-                         .values(status=ContactStatus.active.value, status_reason="re-linked with /start",
-                                 updated_at=now))
-    return Binding(external_id, chat, existing is None)
+        created = bind(conn, customer_id, ContactKind.telegram.value, chat, now)
+    return Binding(external_id, chat, created)
 
 
 def start_token(update: Update) -> str | None:

@@ -11,20 +11,10 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-
-from crm.db import write_tx
-from crm.models import InstanceKey, utcnow
-
 MAX_AGE = 180 * 24 * 3600
-KEY_NAME = "unsubscribe"
-keys = InstanceKey.__table__
 
 
 class TokenError(ValueError):
@@ -52,23 +42,6 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def signing_key(engine: Engine, configured: str | None = None) -> bytes:
-    """The configured key, or the installation's own (created on first use; the database settles races)."""
-    if configured:
-        return configured.encode()
-    with engine.connect() as conn:
-        value = conn.execute(select(keys.c.value).where(keys.c.name == KEY_NAME)).scalar()
-    if value is None:
-        try:
-            with write_tx(engine) as conn:
-                conn.execute(insert(keys).values(name=KEY_NAME, value=secrets.token_urlsafe(32), created_at=utcnow()))
-        except IntegrityError:
-            pass  # another process created it first
-        with engine.connect() as conn:
-            value = conn.execute(select(keys.c.value).where(keys.c.name == KEY_NAME)).scalar_one()
-    return value.encode()
 
 
 def make_token(key: bytes, customer_id: int, channel: str, address: str, *, now: float | None = None) -> str:

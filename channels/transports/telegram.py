@@ -6,8 +6,12 @@ when the customer presses Start, the bot receives ``/start <token>`` (``touchflo
 polls for it) and the chat becomes the customer's ``telegram`` contact point.
 
 Errors: ``Forbidden`` (the bot was blocked) → ``RecipientBlocked``; ``RetryAfter`` →
-``RateLimited`` (the channel pauses); ``BadRequest`` chat not found → ``AddressRejected``;
-``TimedOut`` / ``NetworkError`` → ``TransientError``.
+``RateLimited`` (the channel pauses); ``BadRequest`` chat not found → ``AddressRejected``; another
+error answer (5xx) → ``TransientError``. No answer at all (``translate_network``, by the httpx error
+behind PTB's ``NetworkError``): the Bot API never reached (refused, connect or pool time-out) →
+``ConnectionFailed``, counted by the ``sending.Breaker``; sent and unanswered in time →
+``NoReply``, sent and the connection lost → ``DeliveryUnknown`` (Telegram may have delivered it:
+never resent blindly).
 """
 
 from __future__ import annotations
@@ -21,21 +25,27 @@ from datetime import datetime, timedelta, timezone
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # retry_after as a timedelta (PTB 22's announced future), read either way
 
+import httpx  # noqa: E402
 from telegram import Bot  # noqa: E402
 from telegram.constants import ParseMode  # noqa: E402
-from telegram.error import (
+from telegram.error import (  # noqa: E402
     BadRequest,
     Forbidden,
+    InvalidToken,
     NetworkError,
     RetryAfter,
     TelegramError,
-    TimedOut,
 )
+from telegram.request import HTTPXRequest  # noqa: E402
 
 from channels.base import Delivery, Message  # noqa: E402
-from channels.errors import (
+from channels.errors import (  # noqa: E402
     AddressRejected,
+    ChannelError,
+    ConnectionFailed,
+    DeliveryUnknown,
     MessageRejected,
+    NoReply,
     RateLimited,
     RecipientBlocked,
     TransientError,
@@ -51,6 +61,7 @@ class TelegramConfig:
     token: str = ""
     bot_username: str = "touchflow_bot"
     base_url: str | None = None
+    timeout: float | None = None  # seconds for each of connect, write, read (None: PTB's own, 5 s each)
 
     def __repr__(self) -> str:
         return f"TelegramConfig(token={'***' if self.token else None}, bot_username={self.bot_username!r})"
@@ -61,11 +72,34 @@ def make_bot(config: TelegramConfig) -> Bot:
     if not config.token:
         raise ValueError("Telegram needs TOUCHFLOW_TELEGRAM_BOT_TOKEN")
     kwargs = {"base_url": config.base_url.rstrip("/") + "/bot"} if config.base_url else {}
+    if config.timeout is not None:
+        t = config.timeout
+        kwargs["request"] = HTTPXRequest(connect_timeout=t, read_timeout=t, write_timeout=t, pool_timeout=t)
     return Bot(config.token, **kwargs)
 
 
 def _seconds(value) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
+
+
+def translate_network(exc: NetworkError, channel: str, *, sent: bool = True) -> ChannelError:
+    """A ``NetworkError`` by its cause: never sent, sent and unanswered, or an error answer (transient).
+
+    ``sent=False`` for requests that change nothing (getMe): unanswered is then just unreachable.
+    """
+    cause, kwargs = exc.__cause__, {"provider_message": str(exc), "channel": channel}
+    if isinstance(cause, NOT_SENT) or (not sent and isinstance(cause, httpx.TransportError)):
+        return ConnectionFailed(f"cannot reach the Telegram Bot API: {exc}", code="connection_failed", **kwargs)
+    if isinstance(cause, httpx.TimeoutException):
+        return NoReply(f"the Telegram Bot API did not answer in time ({exc}); the message may have been delivered",
+                       code="no_reply", **kwargs)
+    if isinstance(cause, httpx.TransportError):
+        return DeliveryUnknown(f"the connection to the Telegram Bot API failed after the request was sent ({exc}); "
+                               "the message may have been delivered", **kwargs)
+    return TransientError(f"Telegram did not take the message: {exc}", **kwargs)
 
 
 class TelegramChannel:
@@ -87,8 +121,14 @@ class TelegramChannel:
         if not self._opened:
             try:
                 await self.bot.initialize()
+            except InvalidToken as exc:
+                raise MessageRejected(f"the Telegram Bot API refused the bot token ({exc}); check "
+                                      "TOUCHFLOW_TELEGRAM_BOT_TOKEN", code=401, provider_message=str(exc),
+                                      channel=self.name) from None
+            except NetworkError as exc:
+                raise translate_network(exc, self.name, sent=False) from None
             except TelegramError as exc:
-                raise TransientError(f"cannot reach the Telegram Bot API: {exc}", provider_message=str(exc),
+                raise TransientError(f"the Telegram Bot API did not answer getMe: {exc}", provider_message=str(exc),
                                      channel=self.name) from None
             self._opened = True
 
@@ -102,7 +142,12 @@ class TelegramChannel:
         """Send ``message.html`` (or its text) to the chat id in ``message.to``."""
         await self.open()
         try:
-            sent = await self.bot.send_message(chat_id=int(message.to), text=message.html or message.text,
+            chat_id = int(message.to)
+        except ValueError:
+            raise AddressRejected(f"{message.to!r} is not a Telegram chat id (a number)", code="bad_chat_id",
+                                  channel=self.name) from None
+        try:
+            sent = await self.bot.send_message(chat_id=chat_id, text=message.html or message.text,
                                                parse_mode=ParseMode.HTML if message.html else None)
         except Forbidden as exc:
             raise RecipientBlocked(f"the customer blocked the bot: {exc.message}", code=403,
@@ -117,9 +162,11 @@ class TelegramChannel:
             kind = AddressRejected if "chat not found" in exc.message.lower() else MessageRejected
             raise kind(f"Telegram refused the message: {exc.message}", code=400, provider_message=exc.message,
                        channel=self.name) from None
-        except (TimedOut, NetworkError) as exc:
-            raise TransientError(f"Telegram did not answer: {exc}", provider_message=str(exc),
-                                 channel=self.name) from None
+        except NetworkError as exc:
+            raise translate_network(exc, self.name) from None
+        except TelegramError as exc:  # another definite answer (404 method, chat migrated, conflict): not sent
+            raise MessageRejected(f"Telegram refused the message: {exc}", provider_message=str(exc),
+                                  channel=self.name) from None
         return Delivery(provider_id=str(sent.message_id))
 
 

@@ -7,7 +7,13 @@ translated at this boundary:
 * 21610 (the recipient replied STOP) → ``OptedOut``;
 * 21211 / 21614 / 21612 / 13224 / 21217 (bad or unreachable number) → ``AddressRejected``;
 * 20429, HTTP 429 and 5xx → ``RateLimited`` / ``TransientError``;
-* any other 4xx → ``MessageRejected``; network failures before a reply → ``TransientError``.
+* any other 4xx → ``MessageRejected``.
+
+A request that got no HTTP answer (``translate_network``): Twilio never reached (refused, DNS,
+connect time-out, TLS handshake) → ``ConnectionFailed``, nothing was sent, and the
+``sending.Breaker`` stops a channel that keeps failing; sent and then no answer in time →
+``NoReply``, sent and then the connection lost → ``DeliveryUnknown``: Twilio may have created the
+message, so it is never resent blindly.
 """
 
 from __future__ import annotations
@@ -15,16 +21,21 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from requests import exceptions as http_errors
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from channels.base import Delivery, Message
 from channels.errors import (
     AddressRejected,
     ChannelError,
+    ConnectionFailed,
+    DeliveryUnknown,
     MessageRejected,
+    NoReply,
     OptedOut,
     RateLimited,
     TransientError,
@@ -70,6 +81,30 @@ def translate(exc: TwilioRestException, channel: str) -> ChannelError:
     return MessageRejected(f"Twilio refused the request ({code or exc.status}): {message}", **kwargs)
 
 
+NOT_SENT = (http_errors.ConnectTimeout, http_errors.SSLError, http_errors.ProxyError, http_errors.URLRequired,
+            http_errors.InvalidURL, http_errors.MissingSchema, http_errors.InvalidSchema)
+
+
+def _never_sent(exc: http_errors.RequestException) -> bool:
+    """Whether the request failed before any of it left: no connection was made (refused, DNS, time-out)."""
+    if isinstance(exc, NOT_SENT):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(reason, MaxRetryError) and isinstance(reason.reason, ConnectTimeoutError)  # refused, DNS too
+
+
+def translate_network(exc: http_errors.RequestException, channel: str, where: str) -> ChannelError:
+    """Turn a request that got no HTTP answer into the channel error tree: never sent, or sent and unanswered."""
+    kwargs = {"provider_message": str(exc), "channel": channel}
+    if _never_sent(exc):
+        return ConnectionFailed(f"cannot reach Twilio at {where}: {exc}", code="connection_failed", **kwargs)
+    if isinstance(exc, http_errors.ReadTimeout):
+        return NoReply(f"Twilio at {where} did not answer in time; it may have created the message", code="no_reply",
+                       **kwargs)
+    return DeliveryUnknown(f"the connection to Twilio at {where} failed after the request was sent ({exc}); it may "
+                           "have created the message", **kwargs)
+
+
 class _TwilioChannel:
     transport = "twilio"
     name = "twilio"
@@ -100,8 +135,8 @@ class _TwilioChannel:
             resource = await asyncio.to_thread(self._create, message)
         except TwilioRestException as exc:
             raise translate(exc, self.name) from None
-        except OSError as exc:
-            raise TransientError(f"cannot reach Twilio: {exc}", provider_message=str(exc), channel=self.name) from None
+        except http_errors.RequestException as exc:
+            raise translate_network(exc, self.name, self.client.api.base_url) from None
         return Delivery(provider_id=resource.sid, status="queued", detail=getattr(resource, "status", None))
 
     def _create(self, message: Message):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from channels.base import Message
-from channels.mime import build_email
-from channels.render import Rendered, TemplateError, render
+from channels.transports.mime import build_email
+from channels.render.templates import Rendered, TemplateError, render
 
 
 def _render_many(name: str, channel: str, contexts: list[dict[str, Any]], root: str | None, options: dict[str, Any]
@@ -41,7 +41,10 @@ def _email_messages(name: str, items: list[tuple[dict[str, Any], Message]], from
             results.append(exc)
             continue
         message.subject, message.text, message.html = rendered.subject, rendered.text, rendered.html
-        message.prebuilt = build_email(message, from_address)
+        try:
+            message.prebuilt = build_email(message, from_address)
+        except Exception:  # noqa: BLE001 - the SMTP channel builds it again and rejects that message alone
+            message.prebuilt = None
         results.append(message)
     return results
 
