@@ -15,11 +15,21 @@
     schedule: {cron: "0 10 * * *", timezone: Europe/Moscow}
     kind: campaign                             # or reminder (run by the daily reminders flow)
     document: proposal                         # a .docx per touch: attached to email, put on the call task
+    offer_values: {discount_percent: 5, valid_until: end_of_month}
+
+An offer's ``valid_until`` (in ``offer_values`` or the template's ``meta.yaml`` ``offer``) is a
+date, or a rule the run evaluates on its own date (``as_of``): ``end_of_month``, ``end_of_week``
+(Sunday), ``+14d`` / ``+2w``; or give ``valid_days: 14`` instead. Templates then see
+``offer.valid_until`` as a date, and every touch of the run records it. A fixed date already
+past refuses the run (``campaign check`` says so first).
 """
 
 from __future__ import annotations
 
-from datetime import time
+import calendar
+import re
+from collections.abc import Mapping
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,13 +43,83 @@ from pydantic import (
     model_validator,
 )
 
-from crm.policy import Policy, QuietHours
+from crm.ledger.policy import Policy, QuietHours
+from touchflow.errors import InputError
 
 CHANNELS = ("email", "sms", "voice", "telegram", "call")
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A campaign spec is wrong; the message names the file and the field."""
+
+
+VALIDITY_HELP = ("a date (2026-12-31), or a rule evaluated on the day of sending: end_of_month, end_of_week, "
+                 "+14d, +2w; or valid_days: 14 instead of valid_until")
+_RELATIVE = re.compile(r"^\+\s*(\d{1,4})\s*([dw])$")
+
+
+def valid_until(value: Any, as_of: date) -> date:
+    """The date an offer's ``valid_until`` means for a run on ``as_of``; ValueError when it is neither date nor rule."""
+    if isinstance(value, date):
+        return value
+    text = str(value).strip().lower()
+    if text == "end_of_month":
+        return as_of.replace(day=calendar.monthrange(as_of.year, as_of.month)[1])
+    if text == "end_of_week":
+        return as_of + timedelta(days=6 - as_of.weekday())
+    relative = _RELATIVE.match(text)
+    if relative:
+        return as_of + timedelta(days=int(relative[1]) * (7 if relative[2] == "w" else 1))
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"valid_until {value!r} is not {VALIDITY_HELP}") from None
+
+
+def _is_rule(value: Any) -> bool:
+    return not isinstance(value, date) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value).strip())
+
+
+def check_validity(offer: Mapping[str, Any]) -> None:
+    """Check an offer's ``valid_until`` / ``valid_days`` without a date (when a spec or template is read)."""
+    if "valid_until" in offer and "valid_days" in offer:
+        raise ValueError("give valid_until or valid_days, not both")
+    if "valid_days" in offer:
+        days = offer["valid_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise ValueError(f"valid_days must be a whole number of days, 0 or more, not {days!r}")
+    if "valid_until" in offer:
+        valid_until(offer["valid_until"], date.today())
+
+
+def resolve_offer(template_offer: Mapping[str, Any], spec_values: Mapping[str, Any], as_of: date, *,
+                  template: str, campaign: str) -> dict[str, Any]:
+    """The offer a run on ``as_of`` shows: the template's ``meta.yaml`` offer under the spec's ``offer_values``.
+
+    A validity given by the spec replaces the template's whole (``valid_until`` or ``valid_days``);
+    the result's ``valid_until`` is a date. Raises SpecError naming where a wrong or past date is.
+    """
+    chosen = spec_values if {"valid_until", "valid_days"} & set(spec_values) else template_offer
+    where = (f"campaign {campaign}: offer_values" if chosen is spec_values
+             else f"template {template}: meta.yaml offer")
+    values = {k: v for k, v in template_offer.items() if k not in ("valid_until", "valid_days") or
+              chosen is template_offer}
+    values.update(spec_values)
+    try:
+        check_validity(chosen)
+    except ValueError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    if "valid_days" in values:
+        values["valid_until"] = as_of + timedelta(days=values["valid_days"])
+    elif "valid_until" in values:
+        fixed = not _is_rule(values["valid_until"])
+        values["valid_until"] = valid_until(values["valid_until"], as_of)
+        if fixed and values["valid_until"] < as_of:
+            raise SpecError(
+                f"{where}.valid_until: {values['valid_until']:%Y-%m-%d} is before the run's date {as_of:%Y-%m-%d}: "
+                f"the messages would promise an offer that has already ended. Give a later date, or a rule "
+                f"evaluated on the day of sending (end_of_month, end_of_week, +14d) or valid_days: 14")
+    return values
 
 
 class PolicySpec(BaseModel):
@@ -96,6 +176,12 @@ class CampaignSpec(BaseModel):
     keep_body: bool = True
     document: str | None = None  # a templates/documents/<name>.docx to generate per touch (attached / on the task)
 
+    @field_validator("offer_values")
+    @classmethod
+    def _validity(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_validity(value)
+        return value
+
     @model_validator(mode="after")
     def _who(self) -> CampaignSpec:
         if (self.segment is None) == (self.rule is None):
@@ -138,3 +224,31 @@ def load_spec(path: Path | str) -> CampaignSpec:
 def campaign_files(directory: Path) -> list[Path]:
     """The spec files of a directory."""
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+
+
+def check_spec(path: Path | str, as_of: date | None = None) -> CampaignSpec:
+    """Load a spec and check what it names: the segment (and the segments it uses), a template part per channel,
+    and the offer's validity on ``as_of`` (default today: a fixed ``valid_until`` already past is refused).
+
+    Raises SpecError naming the file and the field, before anything is selected or sent.
+    """
+    from channels.render import TemplateError, channels_of, meta
+    from segments import SegmentError, load_library, resolve
+
+    spec = load_spec(path)
+    try:
+        resolve(spec.rule if spec.rule is not None else spec.segment, load_library())
+    except SegmentError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    try:
+        missing = [c for c in spec.channels if c not in channels_of(spec.template)]
+    except TemplateError as exc:
+        raise SpecError(f"{path}: template: {exc}") from None
+    if missing:
+        raise SpecError(f"{path}: channels: template {spec.template!r} has no part for {', '.join(missing)}")
+    try:
+        resolve_offer(meta(spec.template).get("offer", {}), spec.offer_values, as_of or date.today(),
+                      template=spec.template, campaign=spec.name)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    return spec

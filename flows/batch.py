@@ -1,0 +1,185 @@
+"""One batch of a campaign: select → decide → render → claim, then hand the claimed touches to delivery.
+
+A batch is a list of customer ids (keyset-paged from the segment); every customer of a batch ends
+in the history as a touch (claimed, then sent / failed / unknown, or deferred) or as a decision
+not to contact, with its reason. A message that cannot be rendered is that customer's decision
+(``render_failed``), never the batch's failure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from channels.render import Rendered, TemplateError
+from channels.render.context import contexts_for
+from crm.db import HISTORY_TABLES, refresh_statistics, write_tx
+from crm.ledger.claims import Claimed, claim, load_candidates, preview, shared_persons
+from crm.ledger.history import due_deferred
+from crm.ledger.moves import move
+from crm.ledger.policy import Decision, decide
+from crm.ledger.touches import record_decisions, touch_row
+from flows.delivery import add_duplicates, send_claimed
+from flows.run import SAMPLE_SIZE, Run
+from segments import count, customer_ids, load_library, resolve
+
+
+def segment_pages(run: Run, page_size: int = 5000):
+    """The segment's customer ids, a page at a time (keyset paging: memory stays flat).
+
+    The segment is counted first (one query), so that progress can say how far the run is.
+    """
+    library = load_library()
+    rule = resolve(run.spec.rule if run.spec.rule is not None else run.spec.segment, library)
+    run.total = count(run.engine, rule, as_of=run.as_of, library=library)
+    run.advance(0)
+    yield from customer_ids(run.engine, rule, as_of=run.as_of, library=library, page_size=page_size)
+
+
+def _dedupe_persons(decisions: list[Decision]) -> None:
+    """Several records of one person in a batch: the first keeps the touch."""
+    seen: set[int] = set()
+    for decision in decisions:
+        if decision.action == "skip":
+            continue
+        if decision.person_id in seen:
+            decision.action, decision.reason = "skip", "same_person"
+            decision.detail = "this person is reached through another customer record"
+        else:
+            seen.add(decision.person_id)
+
+
+def _contexts(run: Run, customer_ids: list[int]) -> dict[int, dict[str, Any]]:
+    if not customer_ids:
+        return {}
+    return contexts_for(run.engine, customer_ids, offer=run.offer_values, as_of=run.as_of,
+                        company=run.settings.company_name, locale=run.settings.locale)
+
+
+def _row(run: Run, decision: Decision, status: str, rendered: Rendered | None = None) -> dict[str, Any]:
+    """The history row of a decision: a claimed or deferred touch with its message, or a decision not to contact."""
+    spec = run.spec
+    if rendered is None:
+        return touch_row(decision, run_id=run.run_id, campaign=spec.name, offer=spec.offer, purpose=spec.purpose,
+                         status=status, now=run.now, offer_valid_until=run.offer_valid_until)
+    return touch_row(decision, run_id=run.run_id, campaign=spec.name, offer=spec.offer, purpose=spec.purpose,
+                     status=status, now=run.now, template=spec.template, template_hash=run.template_hash,
+                     body=rendered.text, keep_body=spec.keep_body,
+                     claim_key=f"{run.run_id}:{decision.customer_id}:{decision.channel}",
+                     offer_valid_until=run.offer_valid_until)
+
+
+def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
+    """Decide, render, claim, send and record one batch of customers; return this batch's counts.
+
+    Across batches (and across runs) the person's offer lock decides, so a person's other records
+    end as ``same_person`` or ``cooling_down`` decisions.
+    """
+    spec, before = run.spec, Counter(run.counts)
+    with run.engine.connect() as conn:
+        candidates = load_candidates(conn, ids)
+    run.counts["selected"] += len(candidates)
+    decisions = [decide(c, campaign=spec.name, channels=list(spec.channels), purpose=spec.purpose, now=run.now,
+                        policy=run.policy, holdout_percent=spec.holdout_percent,
+                        use_preferred=spec.use_preferred_channel) for c in candidates]
+    _dedupe_persons(decisions)
+    contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
+    go, rows_go, skipped, rendered = [], [], [], {}
+    for decision in decisions:
+        message = _render_or_skip(run, decision, contexts)
+        if decision.action == "skip":
+            skipped.append(_row(run, decision, "skipped"))
+            run.counts[f"skipped:{decision.reason}"] += 1
+            continue
+        rendered[decision.customer_id] = message
+        go.append(decision)
+        rows_go.append(_row(run, decision, "deferred" if decision.action == "defer" else "claimed", message))
+        if run.dry_run and len(run.samples) < SAMPLE_SIZE:
+            run.samples.append({"customer_id": decision.customer_id, "channel": decision.channel,
+                                "address": decision.address, "subject": message.subject, "text": message.text})
+    if run.dry_run:
+        _preview(run, go, rows_go)
+        return dict(run.counts - before)
+    with write_tx(run.engine) as conn:
+        record_decisions(conn, skipped)
+    claimed, refused = claim(run.engine, go, rows_go, offer=spec.offer, purpose=spec.purpose, policy=run.policy,
+                             run_id=run.run_id, now=run.now)
+    if refused:
+        with write_tx(run.engine) as conn:
+            record_decisions(conn, refused)
+        for row in refused:
+            run.counts[f"skipped:{row['reason']}"] += 1
+    ready = [c for c in claimed if c.decision.action == "touch"]
+    if spec.duplicate_in:
+        ready += add_duplicates(run, ready, {c.customer_id: c for c in candidates}, contexts, rendered)
+    for c in claimed:
+        if c.decision.action == "defer":
+            run.counts[f"deferred:{c.decision.channel}"] += 1
+    if ready:
+        send_claimed(run, ready, contexts, rendered)
+    refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
+    return dict(run.counts - before)
+
+
+def _preview(run: Run, go: list[Decision], rows: list[dict[str, Any]]) -> None:
+    """A dry run's claims: the whole policy (cooldowns, caps, open calls, other runs' claims), read-only."""
+    if run.simulated is None:
+        run.simulated = {person: {} for person in shared_persons(run.engine)}
+    would, refused = preview(run.engine, go, rows, offer=run.spec.offer, purpose=run.spec.purpose,
+                             policy=run.policy, run_id=run.run_id, now=run.now, simulated=run.simulated)
+    for decision, _, _ in would:
+        run.counts[f"{'deferred' if decision.action == 'defer' else 'would_send'}:{decision.channel}"] += 1
+    for row in refused:
+        run.counts[f"skipped:{row['reason']}"] += 1
+
+
+def _render_or_skip(run: Run, decision: Decision, contexts: dict[int, dict[str, Any]]) -> Rendered | None:
+    """Render the decision's message; a template that fails turns the decision into ``render_failed``."""
+    if decision.action == "skip":
+        return None
+    try:
+        return run.render(decision, contexts[decision.customer_id], decision.channel)
+    except TemplateError as exc:
+        decision.action, decision.reason, decision.detail = "skip", "render_failed", str(exc)[:2000]
+        return None
+
+
+def process_deferred(run: Run) -> int:
+    """Send the campaign's deferred touches whose quiet hours are over (consent re-checked first)."""
+    due = due_deferred(run.engine, run.spec.name, run.now)
+    if not due or run.dry_run:
+        return 0
+    with run.engine.connect() as conn:
+        candidates = {c.customer_id: c for c in load_candidates(conn, [t["customer_id"] for t in due])}
+    ready, drop = [], []
+    for touch in due:
+        candidate = candidates.get(touch["customer_id"])
+        decision = decide(candidate, campaign=run.spec.name, channels=[touch["channel"]], purpose=run.spec.purpose,
+                          now=run.now, policy=run.policy, use_preferred=False) if candidate else None
+        if decision is None or decision.action != "touch":
+            drop.append({"touch_id": touch["id"], "status": "skipped",
+                         "reason": decision.reason if decision else "unreachable",
+                         "detail": "re-checked when the quiet hours ended"})
+            continue
+        ready.append(Claimed(touch["id"], decision))
+    moved = move(run.engine, drop + [{"touch_id": c.touch_id, "status": "claimed", "detail": "quiet hours over"}
+                                     for c in ready])
+    ready = [c for c in ready if c.touch_id in moved]  # another run may have taken them first
+    if ready:
+        contexts = _contexts(run, [c.decision.customer_id for c in ready])
+        rendered, failed = {}, []
+        for c in ready:
+            try:
+                rendered[c.decision.customer_id] = run.render(c.decision, contexts[c.decision.customer_id],
+                                                              c.decision.channel)
+            except TemplateError as exc:
+                failed.append({"touch_id": c.touch_id, "status": "failed", "error_code": "render_failed",
+                               "error_message": str(exc)[:2000]})
+        move(run.engine, failed)
+        ready = [c for c in ready if c.decision.customer_id in rendered]
+        before = Counter(run.counts)
+        send_claimed(run, ready, contexts, rendered)
+        for key, value in (run.counts - before).items():
+            if key.startswith("sent:"):
+                run.counts[f"deferred_sent:{key[5:]}"] += value
+    return len(ready)
