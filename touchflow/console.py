@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -45,12 +44,6 @@ def print_json(data: Any) -> None:
     """Write ``data`` as one JSON document to stdout."""
     sys.stdout.write(dumps(data) + "\n")
     sys.stdout.flush()
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: message`` to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @contextmanager

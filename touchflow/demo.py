@@ -25,6 +25,7 @@ from crm.persons import duplicate_groups, refresh_persons
 from segments.compile import months_before as _months_before
 from segments.stats import refresh as refresh_stats
 from touchflow.console import console
+from touchflow.settings import shipped
 
 MANAGERS = (
     ("ivanova", "Анна Иванова", "a.ivanova@touchflow.example", "+74951230001"),
@@ -275,7 +276,6 @@ def write_files(data: DemoData, directory: Path) -> dict[str, Path]:
 DEMO_CAMPAIGNS = ("business_cards_refill", "haircut_followup", "car_service_call", "birthday_trip",
                   "cat_food_thanks", "winback", "isp_tv_package_ivanova", "isp_tv_package_petrov",
                   "isp_tv_package_sidorov")
-CAMPAIGNS_DIR = Path(__file__).resolve().parents[1] / "campaigns"
 
 
 class _MailboxHandler:
@@ -320,7 +320,7 @@ def run_scenarios(url: str, directory: Path, *, today: date) -> list[dict[str, A
     summaries = []
     try:
         for name in DEMO_CAMPAIGNS:
-            summaries.append(run_campaign(engine, load_spec(CAMPAIGNS_DIR / f"{name}.yaml"), now=noon, as_of=today,
+            summaries.append(run_campaign(engine, load_spec(shipped("campaigns") / f"{name}.yaml"), now=noon, as_of=today,
                                           settings=settings))
     finally:
         controller.stop()

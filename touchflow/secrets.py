@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 
 from pydantic import SecretStr
+from touchflow.errors import ConfigError
 
 
-class SecretMissing(RuntimeError):
+class SecretMissing(ConfigError):
     """A transport needs a secret that is not configured."""
 
 

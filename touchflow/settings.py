@@ -1,19 +1,112 @@
-"""Read touchflow's configuration from TOUCHFLOW_* environment variables."""
+"""Every setting touchflow reads: from a project's ``touchflow.toml``, then the environment (which wins).
+
+Like ``django.conf``, any layer may import this module. A setting ``smtp_host`` is
+``TOUCHFLOW_SMTP_HOST`` in the environment and ``[smtp] host`` (or a top-level ``smtp_host``) in
+``touchflow.toml``; paths written in the file are relative to the file's folder (the project).
+The file is ``TOUCHFLOW_CONFIG`` when set, else the nearest ``touchflow.toml`` in the working
+directory or a folder above it. Secrets (``SECRETS``) come only from the environment or from
+Prefect Secret blocks (``touchflow.secrets``): a file kept in git must not hold them.
+"""
 
 from __future__ import annotations
 
+import os
+import tomllib
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from touchflow.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///touchflow.db"
+CONFIG_FILE = "touchflow.toml"
+SECRETS = ("smtp_password", "twilio_auth_token", "telegram_bot_token", "telegram_webhook_secret", "secret_key")
+PATHS = ("outbox_dir", "templates_dir", "campaigns_dir", "segments_path")  # relative to the project in the file
+
+
+def shipped(name: str) -> Path:
+    """A folder of data shipped in the package: ``templates`` or ``campaigns`` (read with importlib.resources)."""
+    return Path(str(files(f"touchflow.shipped.{name}")))
+
+
+def config_file(start: Path | None = None) -> Path | None:
+    """The project's ``touchflow.toml``: ``TOUCHFLOW_CONFIG``, or the nearest one upwards from ``start`` (cwd)."""
+    named = os.environ.get("TOUCHFLOW_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"TOUCHFLOW_CONFIG={named}: no such file; create one with `touchflow init DIR` or "
+                              "unset the variable")
+        return path.resolve()
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate / CONFIG_FILE
+    return None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The settings a ``touchflow.toml`` gives, flattened (``[smtp] host`` → ``smtp_host``), paths made absolute."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            values.update({f"{key}_{inner}": item for inner, item in value.items()})
+        else:
+            values[key] = value
+    known = set(Settings.model_fields)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; `touchflow config show` lists them all")
+    secrets = sorted(set(values) & set(SECRETS))
+    if secrets:
+        raise ConfigError(f"{path}: {', '.join(secrets)} are secrets and do not belong in a file kept in git; set "
+                          f"them in the environment (TOUCHFLOW_{secrets[0].upper()}) or a Prefect Secret block "
+                          f"(TOUCHFLOW_{secrets[0].upper()}_BLOCK)")
+    return {key: _absolute(key, value, path.parent) for key, value in values.items()}
+
+
+def _absolute(key: str, value: Any, project: Path) -> Any:
+    if key in PATHS and isinstance(value, str) and value:
+        return os.pathsep.join(str((project / part).resolve()) for part in value.split(os.pathsep))
+    if key == "database_url" and isinstance(value, str) and value.startswith("sqlite:///") \
+            and not value.startswith("sqlite:////") and value != "sqlite:///:memory:":
+        return "sqlite:///" + str((project / value[len("sqlite:///"):]).resolve())
+    return value
+
+
+class _ConfigFile(PydanticBaseSettingsSource):
+    """The project's ``touchflow.toml`` as a settings source (below the environment)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = config_file()
+        self.values = read_config(path) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
 
 
 class Settings(BaseSettings):
-    """Every setting touchflow reads; each maps to ``TOUCHFLOW_<NAME>``."""
+    """Every setting touchflow reads; each maps to ``TOUCHFLOW_<NAME>`` and to ``touchflow.toml``."""
 
     model_config = SettingsConfigDict(env_prefix="TOUCHFLOW_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ConfigFile(settings_cls)
 
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
@@ -33,10 +126,24 @@ class Settings(BaseSettings):
     import_batch_size: int = Field(20000, ge=100, description="Rows written per database batch on import.")
 
     outbox_dir: str = Field("outbox", description="Where the file transports write (.eml, .json).")
+    templates_dir: str | None = Field(None, description="The project's message templates; a folder named like a "
+                                                        "shipped template replaces it.")
+    campaigns_dir: str | None = Field(None, description="The project's campaign specs (default: campaigns/ of the "
+                                                        "project, else the shipped ones).")
+    segments_path: str = Field("", description="Segment files or folders, separated by ':' (after the shipped "
+                                               "library; a name defined later replaces an earlier one).")
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL of `touchflow serve` (unsubscribe links).")
-    secret_key: SecretStr | None = Field(None, description="Signs unsubscribe links; generated and kept in the "
-                                                           "database when unset.")
+    secret_key: SecretStr | None = Field(None, description="Signs unsubscribe links and keys the history's seals; "
+                                                           "generated and kept in the database when unset.")
     company_name: str = Field("touchflow", description="Sender name in messages.")
+    company_legal_name: str | None = Field(None, description="The company as contracts and proposals name it, e.g. "
+                                                             "ООО «Визитка» (default: company_name).")
+    company_signatory: str | None = Field(None, description="Who signs documents for the company when the customer "
+                                                            "has no rep with a name, e.g. Иванов Иван Иванович.")
+    company_signatory_position: str = Field("Генеральный директор", description="The company signatory's position.")
+    vat_rate: Decimal | None = Field(Decimal(20), description="VAT in percent, included in document prices (20, 10, "
+                                                              "0), or none when the company does not charge VAT "
+                                                              "(«Без НДС»).")
 
     email_transport: str = Field("file", description="smtp, console, file or memory.")
     smtp_host: str = "127.0.0.1"
@@ -57,29 +164,93 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_status_callback: str | None = None
     twilio_api_base_url: str | None = Field(None, description="Another Twilio API endpoint (tests, proxies).")
+    twilio_timeout: float = Field(30.0, gt=0, description="Seconds to wait for Twilio's answer.")
 
     telegram_transport: str = Field("file", description="telegram, console, file or memory.")
     telegram_bot_token: SecretStr | None = None
     telegram_bot_username: str = "touchflow_bot"
     telegram_api_base_url: str | None = Field(None, description="Another Bot API endpoint (tests, local server).")
     telegram_webhook_secret: SecretStr | None = Field(None, description="The secret_token given to setWebhook.")
+    telegram_timeout: float = Field(10.0, gt=0, description="Seconds to wait for each step of a Bot API call.")
 
     call_transport: str = Field("tasks", description="tasks (call_tasks table), console, file or memory.")
 
-    rate_email: float = Field(0, ge=0, description="Emails per second per process; 0 = unlimited.")
-    rate_sms: float = Field(1, ge=0, description="SMS per second per sender number (Twilio's default).")
-    rate_voice: float = Field(1, ge=0, description="Calls per second per sender number.")
-    rate_telegram: float = Field(30, ge=0, description="Telegram messages per second (Bot API limit).")
+    rate_email: float = Field(0, ge=0, description="Emails per second per relay, across every process sharing the "
+                                                   "limiter; 0 = unlimited.")
+    rate_sms: float = Field(1, ge=0, description="SMS segments per second per sender number, across every process "
+                                                 "sharing the limiter (Twilio's long-code default).")
+    rate_voice: float = Field(1, ge=0, description="Calls per second per sender number, across every process.")
+    rate_telegram: float = Field(30, ge=0, description="Telegram messages per second per bot, across every process "
+                                                       "(Bot API limit; one a second per chat besides).")
+    rate_limit_url: str | None = Field(None, description="Redis (redis://host:6379/0) where every process and "
+                                                         "machine shares the rates above, so no second goes over "
+                                                         "them; unset: each process keeps its own.")
     send_attempts: int = Field(3, ge=1, description="Tries per message on transient errors.")
 
     sms_max_segments: int = Field(3, ge=1, description="Longest SMS allowed, in segments.")
     sms_over_limit: str = Field("refuse", description="refuse or warn when an SMS is longer.")
+    render_timeout_seconds: float = Field(2.0, gt=0, description="Longest a message may take to render.")
+    render_max_bytes: int = Field(1_000_000, ge=1000, description="Largest rendered message part, in bytes.")
+
+    run_lease_seconds: float = Field(60.0, ge=1, description="A campaign run not heard from for this long is "
+                                                             "taken for dead by the next run.")
+    channel_failure_limit: int = Field(5, ge=1, description="Consecutive connection failures after which a "
+                                                            "channel stops for the rest of the run.")
+
+    @field_validator("vat_rate", mode="before")
+    @classmethod
+    def _vat_rate(cls, value: Any) -> Decimal | None:
+        """``20``, ``10 %``, ``0``; ``none`` (or ``без НДС``) for a company that charges no VAT."""
+        if value is None or isinstance(value, str) and value.strip().lower() in ("none", "no", "без ндс", "off"):
+            return None
+        try:
+            rate = Decimal(str(value).strip().rstrip("%").strip().replace(",", "."))
+        except InvalidOperation:
+            raise ValueError(f"vat_rate {value!r} is not a percentage; write 20, 10, 0, or none") from None
+        if not rate.is_finite() or not 0 <= rate < 100:
+            raise ValueError(f"vat_rate {value!r} must be a percentage from 0 to under 100, or none")
+        return rate
+
+
+def project_dir() -> Path | None:
+    """The folder of the project's ``touchflow.toml``, if there is one."""
+    path = config_file()
+    return path.parent if path else None
+
+
+def campaigns_dir(settings: Settings | None = None) -> Path:
+    """Where campaign specs are: the setting, else the project's ``campaigns/``, else the shipped ones."""
+    settings = settings or get_settings()
+    if settings.campaigns_dir:
+        return Path(settings.campaigns_dir)
+    project = project_dir()
+    if project is not None and (project / "campaigns").is_dir():
+        return project / "campaigns"
+    return shipped("campaigns")
+
+
+def sources(settings: Settings | None = None) -> dict[str, str]:
+    """Where each setting's value came from: the environment variable, the file, or the default."""
+    path = config_file()
+    in_file = read_config(path) if path else {}
+    result = {}
+    for name in Settings.model_fields:
+        variable = f"TOUCHFLOW_{name.upper()}"
+        if variable in os.environ:
+            result[name] = f"environment {variable}"
+        elif name in SECRETS and os.environ.get(f"{variable}_BLOCK"):
+            result[name] = f"Prefect Secret block {os.environ[f'{variable}_BLOCK']!r} ({variable}_BLOCK)"
+        elif name in in_file:
+            result[name] = str(path)
+        else:
+            result[name] = "default"
+    return result
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Return the process-wide settings (read once from the environment)."""
-    return Settings()
+    return Settings()  # the environment, then touchflow.toml, then the defaults
 
 
 def reset_settings() -> None:

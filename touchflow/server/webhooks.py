@@ -1,4 +1,4 @@
-"""``touchflow serve``: one-click unsubscribe, Twilio status callbacks and inbound STOP, Telegram webhook.
+"""The outside world's requests: one-click unsubscribe, Twilio status callbacks and inbound STOP, Telegram webhook.
 
 Every request from outside is authenticated before anything changes: unsubscribe tokens are
 HMAC-signed (``channels.unsubscribe``), Twilio requests carry ``X-Twilio-Signature``
@@ -6,6 +6,9 @@ HMAC-signed (``channels.unsubscribe``), Twilio requests carry ``X-Twilio-Signatu
 ``X-Telegram-Bot-Api-Secret-Token`` (compared in constant time). Forged requests get 403 and
 change nothing. A revocation is committed before the response, so the next send decision of any
 running campaign sees it.
+
+These routes keep their own authentication: no console session, no CSRF token (a provider or a
+mail client cannot hold one), and they are the only routes without a login.
 """
 
 from __future__ import annotations
@@ -14,21 +17,24 @@ import hmac
 import html
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
 
 from channels.telegram_links import LinkError, bind_chat
-from channels.unsubscribe import TokenError, address_hash, signing_key, verify_token
+from channels.unsubscribe import TokenError, address_hash, verify_token
 from crm.db import write_tx
-from crm.history import move
-from crm.models import Consent, ContactPoint, ContactStatus, Touch, utcnow
+from crm.keys import configured_secret, signing_key
+from crm.ledger import consents
+from crm.ledger.audit import seal
+from crm.ledger.contacts import mark_address
+from crm.ledger.moves import move
+from crm.models import ContactPoint, ContactStatus, Touch
 from touchflow.secrets import secret
 from touchflow.settings import Settings
 
-consents = Consent.__table__
 contacts = ContactPoint.__table__
 touches = Touch.__table__
 
@@ -44,20 +50,23 @@ PAGE = """<!doctype html><html lang="ru"><head><meta charset="utf-8"><title>{tit
 <body style="font-family:sans-serif;max-width:32em;margin:3em auto"><h1>{title}</h1>{body}</body></html>"""
 
 
-def _revoke(conn, customer_ids: list[int], channel: str, purpose: str, source: str, wording: str,
-            granted: bool = False) -> int:
-    now = utcnow()
-    for customer_id in customer_ids:
-        conn.execute(insert(consents).values(customer_id=customer_id, channel=channel, purpose=purpose,
-                                             granted=granted, at=now, source=source, wording=wording,
-                                             recorded_at=now))
-    return len(customer_ids)
+def _record(engine: Engine, **entry) -> int:
+    """A person's word, committed and sealed before the response.
+
+    Committed: the next send decision of any running campaign sees it. Sealed: deleting it later
+    breaks the consent chain (``compliance verify``), with no window in between.
+    """
+    with write_tx(engine) as conn:
+        added = consents.record(conn, **entry)
+    if added:
+        seal(engine, tables=("consents",))
+    return added
 
 
-def create_app(engine: Engine, settings: Settings) -> FastAPI:
-    """The web application (an engine and settings in, no globals)."""
-    app = FastAPI(title="touchflow", docs_url=None, redoc_url=None)
-    key = signing_key(engine, settings.secret_key.get_secret_value() if settings.secret_key else None)
+def router(engine: Engine, settings: Settings) -> APIRouter:
+    """The webhook routes (an engine and settings in, no globals); none of them is in the API's OpenAPI schema."""
+    routes = APIRouter(include_in_schema=False)
+    key = signing_key(engine, configured_secret(settings))
     twilio_token = secret(settings.twilio_auth_token, "TOUCHFLOW_TWILIO_AUTH_TOKEN")
     telegram_secret = secret(settings.telegram_webhook_secret, "TOUCHFLOW_TELEGRAM_WEBHOOK_SECRET")
 
@@ -67,11 +76,11 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         except TokenError as exc:
             return exc
 
-    @app.get("/health")
+    @routes.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    @routes.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(token: str) -> Response:
         """Mail scanners fetch links: a GET only shows the confirmation button and changes nothing."""
         claim = claim_of(token)
@@ -83,7 +92,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
                 '<button type="submit">Отписаться</button></form>')
         return HTMLResponse(PAGE.format(title="Отписка от рассылки", body=body))
 
-    @app.post("/unsubscribe/{token}")
+    @routes.post("/unsubscribe/{token}")
     async def unsubscribe(token: str, request: Request) -> Response:
         """RFC 8058 one-click: revoke the marketing consent for email at once."""
         claim = claim_of(token)
@@ -92,13 +101,15 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         form = await request.form()
         if form.get("List-Unsubscribe") != "One-Click":
             return PlainTextResponse("expected List-Unsubscribe=One-Click", status_code=400)
-        with write_tx(engine) as conn:
+        with engine.connect() as conn:
             points = conn.execute(select(contacts.c.value).where(contacts.c.customer_id == claim.customer_id,
                                                                  contacts.c.kind == "email")).scalars().all()
-            if not any(address_hash(v) == claim.address_hash for v in points):
-                return PlainTextResponse("this link does not belong to a known address", status_code=403)
-            _revoke(conn, [claim.customer_id], claim.channel, "marketing", "one_click_unsubscribe",
-                    "List-Unsubscribe=One-Click (RFC 8058)")
+        address = next((v for v in points if address_hash(v) == claim.address_hash), None)
+        if address is None:
+            return PlainTextResponse("this link does not belong to a known address", status_code=403)
+        _record(engine, channel=claim.channel, purpose="marketing", granted=False, source="one_click_unsubscribe",
+                wording="List-Unsubscribe=One-Click (RFC 8058)", customer_ids=[claim.customer_id],
+                addresses=[("email", address)])
         return HTMLResponse(PAGE.format(title="Вы отписались", body="<p>Рекламных писем больше не будет.</p>"))
 
     async def twilio_params(request: Request) -> dict[str, Any] | None:
@@ -111,7 +122,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             return None
         return form
 
-    @app.post("/twilio/status")
+    @routes.post("/twilio/status")
     async def twilio_status(request: Request) -> Response:
         """Message and call status callbacks: statuses only move forward; a duplicate changes nothing."""
         form = await twilio_params(request)
@@ -121,7 +132,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         raw = (form.get("MessageStatus") or form.get("CallStatus") or "").lower()
         status = TWILIO_STATUS.get(raw)
         with engine.connect() as conn:
-            touch = conn.execute(select(touches.c.id, touches.c.customer_id, touches.c.channel)
+            touch = conn.execute(select(touches.c.id, touches.c.customer_id, touches.c.channel, touches.c.address)
                                  .where(touches.c.provider_message_id == sid)).first()
         if touch is None or status is None:
             return JSONResponse({"ok": True, "matched": False})
@@ -129,12 +140,12 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         move(engine, [{"touch_id": touch.id, "status": status, "error_code": error,
                        "detail": f"twilio {raw}" + (f" error {error}" if error else "")}])
         if error == "21610":
-            with write_tx(engine) as conn:
-                _revoke(conn, [touch.customer_id], touch.channel, "marketing", "twilio_21610",
-                        "the recipient replied STOP at Twilio")
+            _record(engine, channel=touch.channel, purpose="marketing", granted=False, source="twilio_21610",
+                    wording="the recipient replied STOP at Twilio", customer_ids=[touch.customer_id],
+                    addresses=[("phone", touch.address)] if touch.address else [])
         return JSONResponse({"ok": True, "matched": True, "status": status})
 
-    @app.post("/twilio/inbound")
+    @routes.post("/twilio/inbound")
     async def twilio_inbound(request: Request) -> Response:
         """Inbound SMS: STOP words record an opt-out, START words a new consent, for every record of that phone."""
         form = await twilio_params(request)
@@ -142,22 +153,23 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             return PlainTextResponse("invalid Twilio signature", status_code=403)
         word = (form.get("Body") or "").strip().upper()
         phone = form.get("From") or ""
-        if word in STOP_WORDS or word in START_WORDS:
-            granted = word in START_WORDS
-            with write_tx(engine) as conn:
-                owners = conn.execute(select(contacts.c.customer_id).where(contacts.c.kind == "phone",
-                                                                           contacts.c.value == phone)).scalars().all()
-                _revoke(conn, sorted(set(owners)), "sms", "marketing", "sms_keyword",
-                        f"the customer texted {word}", granted=granted)
+        if (word in STOP_WORDS or word in START_WORDS) and phone:
+            _record(engine, channel="sms", purpose="marketing", granted=word in START_WORDS, source="sms_keyword",
+                    wording=f"the customer texted {word}", addresses=[("phone", phone)])
         return Response('<?xml version="1.0" encoding="UTF-8"?><Response/>', media_type="application/xml")
 
-    @app.post("/telegram/webhook")
+    @routes.post("/telegram/webhook")
     async def telegram_webhook(request: Request) -> Response:
         """Bot updates: /start <token> binds the chat, /stop opts out, a block marks the chat blocked."""
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
         if not telegram_secret or not hmac.compare_digest(given.encode(), telegram_secret.encode()):
             return PlainTextResponse("invalid secret token", status_code=403)
-        update_data = await request.json()
+        try:
+            update_data = await request.json()
+        except ValueError:
+            return PlainTextResponse("the body is not JSON", status_code=400)
+        if not isinstance(update_data, dict):
+            return PlainTextResponse("an update is a JSON object", status_code=400)
         message = update_data.get("message") or {}
         text = (message.get("text") or "").strip()
         chat = str((message.get("chat") or {}).get("id", ""))
@@ -166,9 +178,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             chat = str(member.get("chat", {}).get("id", ""))
             if member.get("new_chat_member", {}).get("status") == "kicked":
                 with write_tx(engine) as conn:
-                    conn.execute(update(contacts).where(contacts.c.kind == "telegram", contacts.c.value == chat)
-                                 .values(status=ContactStatus.blocked.value, status_reason="the user blocked the bot",
-                                         updated_at=utcnow()))
+                    mark_address(conn, "telegram", chat, ContactStatus.blocked.value, "the user blocked the bot")
                 return JSONResponse({"ok": True, "action": "blocked"})
         if text.startswith("/start ") and chat:
             try:
@@ -177,11 +187,9 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
                 return JSONResponse({"ok": True, "action": "refused", "reason": str(exc)})
             return JSONResponse({"ok": True, "action": "bound", "customer": binding.customer_external_id})
         if text == "/stop" and chat:
-            with write_tx(engine) as conn:
-                owners = conn.execute(select(contacts.c.customer_id).where(contacts.c.kind == "telegram",
-                                                                           contacts.c.value == chat)).scalars().all()
-                _revoke(conn, sorted(set(owners)), "telegram", "marketing", "telegram_stop", "/stop in the bot")
+            _record(engine, channel="telegram", purpose="marketing", granted=False, source="telegram_stop",
+                    wording="/stop in the bot", addresses=[("telegram", chat)])
             return JSONResponse({"ok": True, "action": "opted_out"})
         return JSONResponse({"ok": True, "action": "ignored"})
 
-    return app
+    return routes

@@ -1,0 +1,107 @@
+"""The web application: one FastAPI app built from an engine and settings (no globals).
+
+What every route shares lives here: the request-size limit (refused while the body streams in,
+before a handler sees it) and the background sealing of the chains the server writes (consents,
+the access log), every few seconds and once more when the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from crm.ledger.audit import seal
+from touchflow.server import webhooks
+from touchflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024
+SEAL_EVERY = 5.0
+SEALED_HERE = ("consents", "access_log")
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes gets 413, by its Content-Length or while it streams."""
+
+    def __init__(self, app, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = f"request body over {limit} bytes".encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _seal_quietly(engine: Engine) -> None:
+    try:
+        seal(engine, tables=SEALED_HERE)
+    except Exception:  # the next round retries; a request never fails for a seal
+        log.exception("sealing %s failed", ", ".join(SEALED_HERE))
+
+
+def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_EVERY) -> FastAPI:
+    """The app with the webhook routes; the chains it writes are sealed every ``seal_every`` seconds and at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def sealing() -> None:
+            while True:
+                await asyncio.sleep(seal_every)
+                await asyncio.to_thread(_seal_quietly, engine)
+
+        task = asyncio.create_task(sealing())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(_seal_quietly, engine)
+
+    app = FastAPI(title="touchflow", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(webhooks.router(engine, settings))
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    return app
