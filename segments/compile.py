@@ -324,13 +324,21 @@ def _consent(rule: Rule, ctx: Context) -> ColumnElement[bool]:
 
 
 def _due(rule: Rule, ctx: Context) -> ColumnElement[bool]:
+    """Customers whose need falls from ``lead_days`` ahead back to ``grace_days`` ago (None: any time ago)."""
     params = rule.params
     horizon = ctx.as_of + timedelta(days=params["lead_days"])
+    grace = params.get("grace_days")
+    oldest = None if grace is None else ctx.as_of - timedelta(days=grace)
     parts = [predictions.c.basis == params["need"], predictions.c.key == params["key"]]
-    if "interval_days" in params:
-        parts.append(predictions.c.last_on <= horizon - timedelta(days=params["interval_days"]))
+    if "interval_days" in params:  # due on last_on + interval_days
+        interval = timedelta(days=params["interval_days"])
+        parts.append(predictions.c.last_on <= horizon - interval)
+        if oldest is not None:
+            parts.append(predictions.c.last_on >= oldest - interval)
     else:
         parts.append(predictions.c.due_on <= horizon)
+        if oldest is not None:
+            parts.append(predictions.c.due_on >= oldest)
     return customers.c.id.in_(select(predictions.c.customer_id).where(*parts))
 
 

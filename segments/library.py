@@ -62,9 +62,13 @@ def load_file(path: Path) -> dict[str, Segment]:
 
 
 def search_path() -> list[Path]:
-    """The shipped library, then TOUCHFLOW_SEGMENTS_PATH entries."""
-    extra = os.environ.get("TOUCHFLOW_SEGMENTS_PATH", "")
-    return [SHIPPED, *(Path(p) for p in extra.split(os.pathsep) if p.strip())]
+    """The shipped library, then the project's ``segments/``, then the ``segments_path`` setting's entries."""
+    from touchflow.settings import get_settings, project_dir
+
+    project = project_dir()
+    own = [project / "segments"] if project is not None and (project / "segments").is_dir() else []
+    extra = get_settings().segments_path
+    return [SHIPPED, *own, *(Path(p) for p in extra.split(os.pathsep) if p.strip())]
 
 
 def load_library(paths: list[Path] | None = None) -> dict[str, Segment]:

@@ -15,8 +15,11 @@ A rule is a mapping whose first key names its kind::
     birthday_within: N                                  (days, as of the evaluation date)
     has_contact: email|phone|telegram|sms|voice|call    (an active contact point)
     consent: {purpose: marketing|service, channel: email|sms|voice|telegram|call}
-    due: {need: replenishment, category|product: X, lead_days: 7}
-    due: {need: service, kind: haircut, interval_days: 30 | interval: customer, lead_days: 0}
+    due: {need: replenishment, category|product: X, lead_days: 7, grace_days: 3}
+    due: {need: service, kind: haircut, interval_days: 30 | interval: customer, lead_days: 0, grace_days: 3}
+                                                        (due from lead_days before the predicted date until
+                                                         grace_days after it, default 3; grace_days: null
+                                                         keeps a passed need selected for good)
     since_last: {category|product|event_kind: X, months: 4, window_days: 7}
     lapsed: {k: 2, min_days: 90}
     cross_sell: {bought: A, not_bought: B, within_days: N}
@@ -29,8 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from touchflow.errors import InputError
 
-FIELDS = ("external_id", "name", "first_name", "birthday", "region", "timezone", "manager",
+FIELDS = ("external_id", "name", "first_name", "birthday", "gender", "region", "city", "timezone", "manager",
           "preferred_channel", "created_at")
 DATE_FIELDS = ("birthday",)
 STATS = ("purchase_count", "purchase_days", "total_amount", "avg_check", "aipt_days", "recency_days",
@@ -45,12 +49,13 @@ CONTACT_TARGETS = ("email", "phone", "telegram", "sms", "voice", "call")
 CHANNELS = ("email", "sms", "voice", "telegram", "call")
 PURPOSES = ("marketing", "service")
 NEEDS = ("replenishment", "service")
+DEFAULT_GRACE_DAYS = 3  # a need passed longer ago than this is no longer "due" (the customer has moved on)
 KINDS = ("all", "any", "not", "segment", "field", "attribute", "region", "manager", "purchased", "purchases",
          "stat", "event", "rfm", "birthday_within", "has_contact", "consent", "due", "since_last", "lapsed",
          "cross_sell")
 
 
-class SegmentError(ValueError):
+class SegmentError(InputError):
     """A segment file or rule is wrong; the message names the file, the rule and the valid choices."""
 
 
@@ -321,12 +326,14 @@ def _parse_due(value: Any, rest: dict, where: str) -> Rule:
     params: dict[str, Any] = {"need": need, "lead_days": _positive_int(spec.get("lead_days", 7 if need ==
                                                                                  "replenishment" else 0),
                                                                         where, "lead_days", zero=True)}
+    grace = spec.get("grace_days", DEFAULT_GRACE_DAYS)
+    params["grace_days"] = None if grace is None else _positive_int(grace, where, "grace_days", zero=True)
     if need == "replenishment":
-        _only(spec, ("need", "category", "product", "lead_days"), where, "due")
+        _only(spec, ("need", "category", "product", "lead_days", "grace_days"), where, "due")
         key, item = _one_of(spec, ("category", "product"), where, "due replenishment")
         params["key"] = f"{key}:{item}"
     else:
-        _only(spec, ("need", "kind", "interval_days", "interval", "lead_days"), where, "due")
+        _only(spec, ("need", "kind", "interval_days", "interval", "lead_days", "grace_days"), where, "due")
         params["key"] = _text(spec.get("kind"), where, "kind")
         if "interval_days" in spec:
             params["interval_days"] = _positive_int(spec["interval_days"], where, "interval_days")

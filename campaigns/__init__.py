@@ -1,0 +1,1 @@
+"""Campaign and reminder specs shipped with touchflow (package data: ``touchflow.shipped.campaigns``)."""

@@ -1,0 +1,1 @@
+"""Message templates shipped with touchflow (package data: ``touchflow.shipped.templates``)."""
