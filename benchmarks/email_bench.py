@@ -5,7 +5,7 @@
 The channel run renders each message from a template (compiled once), builds the MIME message and
 sends it through ``SmtpEmailChannel`` (a pool of ``--connections``) with ``send_all``; a second
 channel run does the same with rendering and MIME building in two more processes
-(``channels.render_pool``), a chunk ahead of the sends. The bare run
+(``channels.render.pool``), a chunk ahead of the sends. The bare run
 sends the same number of pre-built messages with ``aiosmtplib.SMTP.sendmail`` over the same number
 of connections. The sink is postfix's C ``smtp-sink`` (Debian package ``postfix``) when available:
 a Python sink would eat a core of this 2-core machine.
@@ -30,9 +30,9 @@ import aiosmtplib
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from channels.base import Message  # noqa: E402
-from channels.context import sample_context  # noqa: E402
-from channels.email import SmtpConfig, SmtpEmailChannel  # noqa: E402
-from channels.mime import build_email  # noqa: E402
+from channels.render.context import sample_context  # noqa: E402
+from channels.transports.smtp import SmtpConfig, SmtpEmailChannel  # noqa: E402
+from channels.transports.mime import build_email  # noqa: E402
 from channels.render import meta, render  # noqa: E402
 from channels.sending import send_all  # noqa: E402
 
@@ -80,7 +80,7 @@ def contexts(n: int) -> list[dict]:
 
 async def pooled_channel_run(port: int, items: list[dict], connections: int) -> float:
     """The channel layer with rendering in a second process, overlapped with sending."""
-    from channels.render_pool import RenderPool
+    from channels.render.pool import RenderPool
 
     channel = SmtpEmailChannel(SmtpConfig(host="127.0.0.1", port=port, from_address="shop@example.com",
                                           pool_size=connections))

@@ -70,3 +70,11 @@ def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     reset_settings()
     yield db_url
     reset_settings()
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Each test reads the settings anew (a test that sets TOUCHFLOW_* calls ``reset_settings`` after it)."""
+    reset_settings()
+    yield
+    reset_settings()

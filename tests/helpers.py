@@ -34,8 +34,11 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]], *, encoding:
     return path
 
 
-def read_rejects(path: Path) -> list[dict[str, str]]:
-    """Read a rejects file back (UTF-8 with BOM, delimiter detected)."""
-    text = path.read_text(encoding="utf-8-sig")
+def read_rejects(path: Path, *, errors: str = "strict") -> list[dict[str, str]]:
+    """Read a rejects file back (UTF-8 with BOM, delimiter detected).
+
+    ``errors="surrogateescape"`` reads rows kept with bytes their file's encoding could not decode.
+    """
+    text = path.read_text(encoding="utf-8-sig", errors=errors)
     delimiter = ";" if text.splitlines()[0].count(";") > text.splitlines()[0].count(",") else ","
     return list(csv.DictReader(text.splitlines(), delimiter=delimiter))

@@ -43,6 +43,11 @@ EVENTS = [
     ["HAIR", "2026-02-01", "haircut"], ["HAIR", "2026-03-05", "haircut"],
     ["CAT", "2026-01-10", "grooming"], ["CAT", "2026-02-10", "grooming"], ["CAT", "2026-03-20", "grooming"],
     ["OLD", "2025-09-01", "car_service"],
+    # article 004's G: three contracts over five years, support calls that stopped long ago
+    ["ISP1", "2021-02-15", "isp_contract"], ["ISP1", "2023-06-01", "isp_contract"],
+    ["ISP1", "2025-01-20", "isp_contract"],
+    ["ISP1", "2025-10-01", "support_call"], ["ISP1", "2025-10-08", "support_call"],
+    ["ISP1", "2025-11-02", "support_call"],
 ]
 CONSENTS = [
     ["CARD", "email", "marketing", "granted", "2025-01-01 10:00"],

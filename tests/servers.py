@@ -34,6 +34,8 @@ class SmtpBehaviour:
     data_reply: str | None = None
     disconnect_after_data: bool = False
     stall_seconds: float = 0.0
+    smtputf8: bool = False  # advertise SMTPUTF8 (RFC 6531) and take UTF-8 mailboxes
+    login: tuple[str, str] | None = None  # offer AUTH (without TLS) and take only this user and password
 
 
 class RecordingHandler:
@@ -75,7 +77,17 @@ class SmtpServer:
         self.behaviour = behaviour or SmtpBehaviour()
         self.handler = RecordingHandler(self.behaviour)
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        auth = {"authenticator": self._authenticate, "auth_require_tls": False} if self.behaviour.login else {}
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                     enable_SMTPUTF8=self.behaviour.smtputf8, **auth)
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        user, password = self.behaviour.login
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            user.encode(), password.encode())
+        return AuthResult(success=ok, handled=False)
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()
@@ -88,6 +100,50 @@ class SmtpServer:
     def messages(self) -> list[Any]:
         """Accepted envelopes (mail_from, rcpt_tos, content bytes)."""
         return self.handler.envelopes
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never says a word (a hung SMTP server or API endpoint).
+
+    With ``greeting`` it says that once on each connection, then nothing more (an SMTP server that
+    greets and hangs, or refuses with a 554 greeting). ``accepted`` counts the connections it took;
+    they stay open until the server stops.
+    """
+
+    def __init__(self, greeting: bytes = b"") -> None:
+        self.greeting = greeting
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.sock.settimeout(0.05)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            self._held.append(conn)
+            if self.greeting:
+                conn.sendall(self.greeting)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
 
 
 class _JsonHandler(BaseHTTPRequestHandler):
@@ -130,6 +186,7 @@ class HttpStub:
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.httpd.socket.listen(128)  # a burst of connections must not overflow the backlog (a SYN retried 1 s later)
 
     def __enter__(self):
         self.thread.start()
@@ -155,6 +212,11 @@ class _TelegramHandler(_JsonHandler):
                                                      "username": "touchflow_bot"}})
         elif method == "sendMessage":
             chat = str(params.get("chat_id"))
+            stub.arrivals.append((time.monotonic(), chat))
+            if chat in stub.stall:  # take the message, answer too late
+                stub.sent.append(params)
+                time.sleep(stub.stall[chat])
+                return
             if chat in stub.blocked:
                 self._reply(403, {"ok": False, "error_code": 403,
                                   "description": "Forbidden: bot was blocked by the user"})
@@ -166,6 +228,8 @@ class _TelegramHandler(_JsonHandler):
                 self._reply(400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
             else:
                 stub.sent.append(params)
+                if stub.delay:
+                    time.sleep(stub.delay)
                 self._reply(200, {"ok": True, "result": {
                     "message_id": len(stub.sent), "date": int(time.time()), "text": params.get("text", ""),
                     "chat": {"id": int(chat), "type": "private"}}})
@@ -189,6 +253,9 @@ class TelegramStub(HttpStub):
         self.blocked: set[str] = set()
         self.missing: set[str] = set()
         self.retry_after: dict[str, int] = {}
+        self.stall: dict[str, float] = {}  # chat → seconds sendMessage keeps the request unanswered
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), chat) of every sendMessage, as it arrived
+        self.delay = 0.0  # seconds each accepted sendMessage takes to answer (a slow API)
         self.updates: list[dict[str, Any]] = []
 
     def add_start(self, chat_id: int, text: str) -> None:
@@ -217,6 +284,7 @@ class _TwilioHandler(_JsonHandler):
             self._reply(404, {"code": 20404, "message": "not found", "status": 404})
             return
         to = params.get("To", "")
+        stub.arrivals.append((time.monotonic(), resource, params))
         failures = stub.failures.get(to)
         if failures:
             status, code = failures.pop(0)
@@ -241,3 +309,4 @@ class TwilioStub(HttpStub):
         self.auth_token = auth_token
         self.created: list[tuple[str, dict[str, Any]]] = []
         self.failures: dict[str, list[tuple[int, int]]] = {}
+        self.arrivals: list[tuple[float, str, dict[str, Any]]] = []  # (time.monotonic(), resource, fields) as arrived

@@ -69,16 +69,16 @@ def settings(tmp_path: Path, **kwargs) -> Settings:
     return Settings(**values)
 
 
-def run(engine, the_spec, tmp_path, *, now=NOON, dry_run=False, plant=None, **kwargs):
+def run(engine, the_spec, tmp_path, *, now=NOON, dry_run=False, plant=None, page=5, **kwargs):
     """Run a campaign directly; ``plant`` maps an address to an error its channel raises."""
     r = campaign_engine.start(engine, the_spec, dry_run=dry_run, now=now, settings=settings(tmp_path, **kwargs))
     for name in the_spec.channels:
-        channel = campaign_engine._channel(r, name)
+        channel = campaign_engine.channel_for(r, name)
         if plant and hasattr(channel, "fail_with"):
             channel.fail_with.update(plant)
     campaign_engine.process_deferred(r)
-    for page in campaign_engine.segment_pages(r, 5):
-        campaign_engine.process_batch(r, page)
+    for ids in campaign_engine.segment_pages(r, page):
+        campaign_engine.process_batch(r, ids)
     return campaign_engine.finish(r), r
 
 
@@ -105,7 +105,7 @@ def test_every_selected_customer_ends_in_the_history_once(engine, tmp_path):
     assert all(m.unsubscribe_url in m.text for m in outbox)           # the header's link is the body's link
     with engine.connect() as conn:
         moves = conn.execute(select(TouchEvent.__table__.c.status)).scalars().all()
-    assert Counter(moves) == {"claimed": 10, "sending": 10, "sent": 10}
+    assert Counter(moves) == {"claimed": 10, "sending": 10, "sent": 10, "skipped": 2}  # every row has its first event
 
 
 def test_a_rerun_sends_nothing_and_says_why(engine, tmp_path):
@@ -177,26 +177,68 @@ def test_holdout_and_dry_run_send_and_claim_nothing(engine, tmp_path):
     assert held["not_contacted"] == {"holdout": 12} and r.channels["email"].outbox == []
 
 
-def _die_in(engine, tmp_path, target: str) -> None:
-    """Start a run and kill it (KeyboardInterrupt) when it reaches ``flows.engine.<target>``."""
+def test_a_dry_run_says_what_a_real_run_made_right_after_does(engine, tmp_path):
+    """Cooldowns, caps and same-person records across pages applied read-only: the numbers match the real run."""
+    build_base(engine, tmp_path)
+    run(engine, spec(name="earlier", offer="shared-offer", rule={"field": "external_id", "in": ["P01", "P07"]}),
+        tmp_path)                                                       # P01 and P07 already had this offer
+    capped = spec(name="capper", offer="other", policy={"cap_max": 1})
+    run(engine, capped.model_copy(update={"rule": {"field": "external_id", "equals": "P09"}}), tmp_path)
+    plan = spec(offer="shared-offer", policy={"cap_max": 1})
+    for page_size in (1, 5, 50):                                        # P02/P03 (one person) on different pages
+        dry, _ = run(engine, plan, tmp_path, dry_run=True, page=page_size)
+        assert history_count(engine) == 3                               # the dry run wrote nothing
+    real, _ = run(engine, plan, tmp_path)
+    assert dry["not_contacted"] == real["not_contacted"]
+    assert {ch: counts["would_send"] for ch, counts in dry["channels"].items()} == \
+        {ch: counts["sent"] for ch, counts in real["channels"].items()}
+    assert real["not_contacted"]["cooling_down"] == 2 and real["not_contacted"]["capped"] == 1
+
+
+def history_count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(touches)).scalar_one()
+
+
+def _die_in(engine, tmp_path, module, target: str, *, expire: bool = True):
+    """Start a run and kill it (KeyboardInterrupt) when it reaches ``module.<target>``; its lease then runs out."""
     r = campaign_engine.start(engine, spec(), now=NOON, settings=settings(tmp_path))
-    original = getattr(campaign_engine, target)
+    original = getattr(module, target)
 
     def die(*args, **kwargs):
         raise KeyboardInterrupt
 
-    setattr(campaign_engine, target, die)
+    setattr(module, target, die)
     try:
         with pytest.raises(KeyboardInterrupt):
             for page in campaign_engine.segment_pages(r, 50):
                 campaign_engine.process_batch(r, page)
     finally:
-        setattr(campaign_engine, target, original)
+        setattr(module, target, original)
+    r.lease.stop()  # the process is gone: nobody renews its lease
+    if expire:
+        expire_lease(engine, r.run_id)
+    return r
+
+
+def expire_lease(engine, run_id: str) -> None:
+    """Let a run's lease run out (as it does a minute after its process died)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from crm.models import CampaignRun, utcnow
+
+    with engine.begin() as conn:
+        conn.execute(update(CampaignRun.__table__).where(CampaignRun.__table__.c.id == run_id)
+                     .values(lease_until=utcnow() - timedelta(seconds=1)))
 
 
 def test_a_run_dead_before_sending_releases_its_claims_to_the_next_run(engine, tmp_path):
+    from flows import batch
+
     build_base(engine, tmp_path)
-    _die_in(engine, tmp_path, "send_claimed")
+    _die_in(engine, tmp_path, batch, "send_claimed")
     assert Counter(row.status for row in history(engine)) == {"claimed": 10, "skipped": 2}
     summary, r2 = run(engine, spec(), tmp_path)
     assert summary["other"]["released_from_earlier_runs"] == 10
@@ -205,14 +247,36 @@ def test_a_run_dead_before_sending_releases_its_claims_to_the_next_run(engine, t
 
 
 def test_touches_handed_over_when_a_run_died_become_unknown_and_are_not_resent(engine, tmp_path):
+    from flows import delivery
+
     build_base(engine, tmp_path)
-    _die_in(engine, tmp_path, "_send")
-    assert Counter(row.status for row in history(engine))["sending"] == 9   # the email chunk was handed over
-    summary, r2 = run(engine, spec(), tmp_path)
-    assert summary["other"]["unknown_from_earlier_runs"] == 9
-    assert r2.channels["email"].outbox == []
+    _die_in(engine, tmp_path, delivery, "_send")
     statuses = Counter(row.status for row in history(engine))
-    assert statuses["unknown"] == 9
+    assert statuses["sending"] == delivery.CHUNK_FIRST     # the first email chunk was handed over
+    assert statuses["claimed"] == 10 - delivery.CHUNK_FIRST
+    summary, r2 = run(engine, spec(), tmp_path)
+    assert summary["other"]["unknown_from_earlier_runs"] == delivery.CHUNK_FIRST
+    assert summary["other"]["released_from_earlier_runs"] == 10 - delivery.CHUNK_FIRST
+    sent_again = {m.to for m in r2.channels["email"].outbox}
+    handed_over = {row.address for row in history(engine) if row.status == "unknown"}
+    assert len(handed_over) == delivery.CHUNK_FIRST and not sent_again & handed_over    # never resent
+    assert Counter(row.status for row in history(engine))["unknown"] == delivery.CHUNK_FIRST
+
+
+def test_a_live_run_keeps_its_claims_while_another_run_of_the_campaign_starts(engine, tmp_path):
+    """A second run beside a live one (a schedule overlapping a manual run) settles nothing of the first."""
+    from flows import batch
+
+    build_base(engine, tmp_path)
+    first = _die_in(engine, tmp_path, batch, "send_claimed", expire=False)  # claimed, lease still valid
+    summary, r2 = run(engine, spec(), tmp_path)
+    assert "released_from_earlier_runs" not in summary["other"] and r2.channels["email"].outbox == []
+    assert summary["not_contacted"] == {"cooling_down": 10, "no_consent": 1, "same_person": 1}
+    assert Counter(row.status for row in history(engine) if row.run_id == first.run_id)["claimed"] == 10
+    expire_lease(engine, first.run_id)
+    summary, r3 = run(engine, spec(), tmp_path)
+    assert summary["other"]["released_from_earlier_runs"] == 10
+    assert len(r3.channels["email"].outbox) == 9 and len(r3.channels["sms"].outbox) == 1
 
 
 def test_bad_specs_fail_before_anything_is_selected(tmp_path, engine, cli_env):
@@ -258,7 +322,7 @@ def test_duplicate_in_a_second_channel_under_the_same_claim(engine, tmp_path):
     build_base(engine, tmp_path)
     summary, r = run(engine, spec(channels=["email"], duplicate_in="sms"), tmp_path)
     assert len(r.channels["email"].outbox) == 9 and len(r.channels["sms"].outbox) == 9
-    assert summary["channels"]["sms"] == {"duplicated": 9, "sent": 9}
+    assert summary["channels"]["sms"] == {"sent": 9} and summary["other"]["duplicated:sms"] == 9
     rows = history(engine)
     per_customer = Counter(row.customer_id for row in rows if row.status == "sent")
     assert set(per_customer.values()) == {2}

@@ -125,8 +125,9 @@ def test_status_moves_keep_earlier_values_and_only_go_forward(engine):
 
     from sqlalchemy import select
 
-    from crm.bulk import bulk_insert
-    from crm.history import TOUCH_COLUMNS, move
+    from crm.db import write_tx
+    from crm.ledger.moves import move
+    from crm.ledger.touches import TOUCH_COLUMNS, insert_touches
     from crm.models import Touch, TouchEvent
 
     touches = Touch.__table__
@@ -134,15 +135,16 @@ def test_status_moves_keep_earlier_values_and_only_go_forward(engine):
     base = {name: None for name in TOUCH_COLUMNS}
     base.update(person_key="1", campaign="c", run_id="r", purpose="marketing", channel="email", status="claimed",
                 created_at=at, updated_at=at)
-    with engine.begin() as conn:
-        bulk_insert(conn, touches, TOUCH_COLUMNS, [{**base, "claim_key": f"k{i}"} for i in range(3)])
-        ids = conn.execute(select(touches.c.id).order_by(touches.c.id)).scalars().all()
-    move(engine, [{"touch_id": i, "status": "sending"} for i in ids], at=at)
-    move(engine, [{"touch_id": ids[0], "status": "sent", "provider_message_id": "<m0@x>"},
-                  {"touch_id": ids[1], "status": "failed", "error_code": 550, "error_message": "нет такого ящика"},
-                  {"touch_id": ids[2], "status": "claimed"}], at=at + timedelta(seconds=5))
-    move(engine, [{"touch_id": ids[0], "status": "delivered"}, {"touch_id": ids[1], "status": "sent"}],
-         at=at + timedelta(seconds=9))
+    with write_tx(engine) as conn:
+        ids = insert_touches(conn, [{**base, "claim_key": f"k{i}"} for i in range(3)])
+    assert move(engine, [{"touch_id": i, "status": "sending"} for i in ids], at=at) == set(ids)
+    moved = move(engine, [{"touch_id": ids[0], "status": "sent", "provider_message_id": "<m0@x>"},
+                          {"touch_id": ids[1], "status": "failed", "error_code": 550,
+                           "error_message": "нет такого ящика"},
+                          {"touch_id": ids[2], "status": "claimed"}], at=at + timedelta(seconds=5))
+    assert moved == {ids[0], ids[1]}                                                   # the backward move did not
+    assert move(engine, [{"touch_id": ids[0], "status": "delivered"}, {"touch_id": ids[1], "status": "sent"}],
+                at=at + timedelta(seconds=9)) == {ids[0]}
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(touches))}
         events = conn.execute(select(TouchEvent.__table__.c.touch_id, TouchEvent.__table__.c.status)
@@ -152,8 +154,8 @@ def test_status_moves_keep_earlier_values_and_only_go_forward(engine):
     assert first.sent_at == at + timedelta(seconds=5) and first.delivered_at == at + timedelta(seconds=9)
     assert (second.status, second.error_code, second.error_message) == ("failed", "550", "нет такого ящика")
     assert second.sent_at is None and third.status == "sending"                        # no move backwards
-    assert [s for t, s in events if t == ids[0]] == ["sending", "sent", "delivered"]
-    assert [s for t, s in events if t == ids[1]] == ["sending", "failed"]
+    assert [s for t, s in events if t == ids[0]] == ["claimed", "sending", "sent", "delivered"]
+    assert [s for t, s in events if t == ids[1]] == ["claimed", "sending", "failed"]
 
 
 def test_grown_tables_get_statistics_and_lookups_use_the_index(engine):

@@ -41,7 +41,7 @@ def test_demo_runs_the_campaigns_and_customer_g_gets_one_call(tmp_path, monkeypa
     assert sent_by_email and len(emails) == sent_by_email        # the local SMTP server received each one
     assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in emails[0].read_bytes()
     engine = make_engine(result["database_url"])
-    from crm.history import history
+    from crm.ledger.history import history
 
     g = history(engine, customer="ISP-G2", campaign=None)
     isp = [row for row in g if row["offer"] == "isp_tv_package"]

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from crm.normalize import (
+from crm.importing.normalize import (
     normalize_email,
     normalize_phone,
     parse_bool,

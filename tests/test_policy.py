@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timezone
 
-from crm.policy import (
+from crm.ledger.policy import (
     Candidate,
     ConsentState,
     ContactOption,

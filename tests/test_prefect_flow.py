@@ -76,3 +76,43 @@ def test_campaign_flow_shares_its_batch_tasks_among_processes(harness, engine, c
             sort=TaskRunSort.ID_DESC, limit=200)
     batches = [r for r in runs if r.name.startswith("campaign-batch-in-worker")]
     assert len(batches) == -(-summary["selected"] // 3) and all(r.state.is_completed() for r in batches)
+
+
+def test_a_run_shows_its_progress_and_summary_and_fails_when_its_sends_did(harness, engine, cli_env, tmp_path,
+                                                                            monkeypatch):
+    """Artifacts in the UI: progress to 100 % and the summary; a run whose sends all failed ends Failed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tests.servers import free_port
+    from touchflow.settings import reset_settings
+
+    path = promo_spec(engine, tmp_path, monkeypatch)
+    monkeypatch.setenv("TOUCHFLOW_EMAIL_TRANSPORT", "smtp")
+    monkeypatch.setenv("TOUCHFLOW_SMTP_PORT", str(free_port()))      # nobody listens: every send fails
+    monkeypatch.setenv("TOUCHFLOW_SEND_ATTEMPTS", "1")
+    reset_settings()
+    state = campaign_flow(str(path), batch_size=3, return_state=True)
+    assert state.is_failed() and "touches failed" in state.message
+    summary = state.result(raise_on_failure=False)
+    assert summary["channels"]["email"]["failed"] == 9
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    kinds = {artifact.type: artifact for artifact in artifacts}
+    assert kinds["progress"].data == 100.0
+    assert "| email |" in kinds["markdown"].data and "promo" in kinds["markdown"].data
+
+
+def test_the_instance_secret_comes_from_a_prefect_secret_block_too(harness, monkeypatch):
+    """TOUCHFLOW_SECRET_KEY_BLOCK: unsubscribe links and seals are keyed with the block's value."""
+    from prefect.blocks.system import Secret
+
+    from crm.keys import configured_secret
+    from touchflow.settings import reset_settings
+
+    Secret(value="key-from-the-block").save("touchflow-test-secret-key", overwrite=True)
+    monkeypatch.delenv("TOUCHFLOW_SECRET_KEY", raising=False)
+    monkeypatch.setenv("TOUCHFLOW_SECRET_KEY_BLOCK", "touchflow-test-secret-key")
+    reset_settings()
+    assert configured_secret() == "key-from-the-block"

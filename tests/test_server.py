@@ -13,7 +13,8 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from channels.telegram_links import create_link
-from channels.unsubscribe import make_token, signing_key
+from channels.unsubscribe import make_token
+from crm.keys import signing_key
 from crm.importing import import_file
 from crm.models import Consent, ContactPoint, Touch, TouchEvent
 from flows import engine as campaign_engine
@@ -151,3 +152,50 @@ def test_an_opt_out_mid_campaign_stops_the_next_send(engine, server, tmp_path):
     campaign_engine.process_batch(run, pages[1])                                    # U2 unsubscribed meanwhile
     summary = campaign_engine.finish(run)
     assert summary["channels"]["email"]["sent"] == 1 and summary["not_contacted"] == {"opted_out": 1}
+
+
+def test_malformed_and_oversized_requests_are_refused_before_anything_changes(engine, server):
+    base, _ = server
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    broken = httpx.post(f"{base}/telegram/webhook", content=b'{"update_id": 1, "message": {', headers=headers)
+    assert broken.status_code == 400 and "JSON" in broken.text
+    assert httpx.post(f"{base}/telegram/webhook", json=[1, 2], headers=headers).status_code == 400
+    before = ledger(engine, 1)
+    huge = b'{"update_id": 1, "pad": "' + b"x" * (1 << 20) + b'"}'
+    declared = httpx.post(f"{base}/telegram/webhook", content=huge, headers=headers)
+    assert declared.status_code == 413
+
+    def chunks():  # no Content-Length: refused while it streams in, not after buffering it all
+        for _ in range(64):
+            yield b"x" * 65536
+
+    streamed = httpx.post(f"{base}/twilio/inbound", content=chunks(),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert streamed.status_code == 413
+    token = make_token(signing_key(engine), 1, "email", "u1@mail.ru")
+    padded = httpx.post(f"{base}/unsubscribe/{token}",
+                        data={"List-Unsubscribe": "One-Click", "pad": "x" * (1 << 20)})
+    assert padded.status_code == 413 and ledger(engine, 1) == before
+
+
+def test_a_replayed_unsubscribe_adds_no_second_ledger_entry(engine, server):
+    base, _ = server
+    token = make_token(signing_key(engine), 1, "email", "u1@mail.ru")
+    for _ in range(3):
+        assert httpx.post(f"{base}/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert [entry for entry in ledger(engine, 1) if entry[2] == "one_click_unsubscribe"] == [("email", False,
+                                                                                             "one_click_unsubscribe")]
+
+
+def test_an_opt_out_is_sealed_before_the_response(engine, server):
+    """No window in which deleting a fresh opt-out would go unnoticed: the server seals the consent it wrote."""
+    from crm.ledger.audit import verify
+
+    base, _ = server
+    token = make_token(signing_key(engine), 2, "email", "u2@mail.ru")
+    assert httpx.post(f"{base}/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    found = verify(engine)
+    assert found.intact and not found.unsealed.get("consents")
+    with engine.begin() as conn:
+        conn.execute(Consent.__table__.delete().where(Consent.__table__.c.source == "one_click_unsubscribe"))
+    assert not verify(engine).intact

@@ -11,18 +11,22 @@ from sqlalchemy import select, update
 from channels.base import Message
 from channels.errors import (
     AddressRejected,
+    ChannelDown,
+    ConnectionFailed,
+    MessageRejected,
+    NoReply,
     OptedOut,
     RateLimited,
     RecipientBlocked,
     TransientError,
 )
-from channels.sending import send_with_retry
-from channels.telegram import TelegramChannel, TelegramConfig, make_bot
+from channels.sending import Breaker, send_all, send_with_retry
+from channels.transports.telegram import TelegramChannel, TelegramConfig, make_bot
 from channels.telegram_links import LinkError, bind_chat, create_link, poll
-from channels.twilio import TwilioConfig, TwilioSmsChannel, TwilioVoiceChannel
+from channels.transports.twilio import TwilioConfig, TwilioSmsChannel, TwilioVoiceChannel
 from crm.models import ContactPoint, TelegramLink
 from tests.helpers import run_json, write_csv
-from tests.servers import TelegramStub, TwilioStub
+from tests.servers import SilentServer, TelegramStub, TwilioStub, free_port
 
 
 def _run(coro):
@@ -77,6 +81,33 @@ def test_telegram_unknown_chat_is_rejected():
         stub.missing.add("1004")
         with pytest.raises(AddressRejected):
             _run(_send(telegram(stub), Message(channel="telegram", to="1004", text="hi")))
+
+
+def test_telegram_unreachable_is_connection_failed_and_unanswered_is_no_reply():
+    nowhere = TelegramChannel(TelegramConfig(token="1:x", base_url=f"http://127.0.0.1:{free_port()}", timeout=1))
+    with pytest.raises(ConnectionFailed, match="cannot reach the Telegram Bot API") as err:
+        _run(_send(nowhere, Message(channel="telegram", to="1001", text="hi"), attempts=1))
+    assert err.value.code == "connection_failed"
+    with SilentServer() as silent:        # getMe never answered: nothing of ours was sent, so unreachable
+        with pytest.raises(ConnectionFailed):
+            _run(_send(TelegramChannel(TelegramConfig(token="1:x", base_url=silent.url, timeout=0.3)),
+                       Message(channel="telegram", to="1001", text="hi"), attempts=1))
+    with TelegramStub() as stub:          # sendMessage taken and never answered: maybe delivered, never resent
+        stub.stall["1001"] = 1.5
+        with pytest.raises(NoReply) as err:
+            _run(_send(TelegramChannel(TelegramConfig(token=stub.token, base_url=stub.url, timeout=0.3)),
+                       Message(channel="telegram", to="1001", text="hi"), attempts=3))
+        assert len(stub.sent) == 1 and not err.value.retryable
+
+
+def test_telegram_wrong_token_and_bad_chat_id_are_answers_not_outages():
+    with TelegramStub() as stub:
+        with pytest.raises(MessageRejected, match="TOUCHFLOW_TELEGRAM_BOT_TOKEN"):
+            _run(_send(TelegramChannel(TelegramConfig(token="999:wrong", base_url=stub.url)),
+                       Message(channel="telegram", to="1001", text="hi")))
+        with pytest.raises(AddressRejected, match="not a Telegram chat id"):
+            _run(_send(telegram(stub), Message(channel="telegram", to="@someone", text="hi")))
+    assert stub.sent == []
 
 
 def test_deep_link_binds_the_chat_once(engine, cli_env, tmp_path):
@@ -183,3 +214,27 @@ def test_voice_call_reads_the_text_with_say():
     assert resource == "Calls.json"
     assert fields["Twiml"] == ('<?xml version="1.0" encoding="UTF-8"?><Response><Say language="ru-RU" '
                                'voice="alice">Здравствуйте! Подходит срок ТО.</Say></Response>')
+
+
+def test_twilio_unreachable_is_connection_failed_and_the_breaker_stops_the_channel():
+    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token="t", from_number="+15005550006",
+                          api_base_url=f"http://127.0.0.1:{free_port()}", timeout=1)
+    channel = TwilioSmsChannel(config)
+
+    async def go():
+        return await send_all(channel, [Message(channel="sms", to=f"+7916000{i:04d}", text="hi") for i in range(20)],
+                              concurrency=1, breaker=Breaker(3), attempts=1)
+
+    results = _run(go())
+    assert [type(r) for r in results] == [ConnectionFailed] * 3 + [ChannelDown] * 17
+    assert results[0].code == "connection_failed" and "cannot reach Twilio" in str(results[0])
+
+
+def test_twilio_that_takes_the_request_and_never_answers_is_no_reply_not_resent():
+    with SilentServer() as silent:
+        config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token="t", from_number="+15005550006",
+                              api_base_url=silent.url, timeout=0.3)
+        with pytest.raises(NoReply) as err:
+            _run(_send(TwilioSmsChannel(config), Message(channel="sms", to="+79161234567", text="hi"), attempts=3))
+        assert silent.accepted == 1                # one request: Twilio may have created it, so no second one
+    assert err.value.code == "no_reply" and not err.value.retryable
