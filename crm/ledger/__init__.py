@@ -1,7 +1,8 @@
 """The ledger: the only writer of the contact history, and the rules it is written by.
 
 It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contact-point status,
-``suppressions``, ``call_tasks`` and ``campaign_runs``; everyone else calls it with plain data.
+``suppressions``, ``call_tasks``, ``reassignments``, ``campaign_runs`` and ``access_log``; everyone
+else calls it with plain data.
 
     policy.py      the contact policy as pure decisions over frozen data; every "no" has a reason
     claims.py      candidates, and claiming touches under the person's unique locks
@@ -11,7 +12,8 @@ It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contac
     consents.py    the consent ledger: a person's word, for every record of the person
     contacts.py    whether an address may be used, on every record holding it; suppressions
     verdicts.py    what a provider said about an address: bounce, block, opt-out
-    calls.py       call tasks for reps and the outcomes of calls
+    calls.py       call tasks for reps, the outcomes of calls, and reassignments when a rep leaves
+    access.py      the access log: who viewed, exported or erased whose data
     history.py     reading the history
     compliance.py  the history checked against the rules
     audit/         hash chains, keyed seals and anchors: proof that the history was not edited
