@@ -239,3 +239,21 @@ def test_a_seal_taken_while_a_writer_is_open_stays_valid_after_it_commits(engine
     seal(engine)                                                      # seals the late row too
     report = verify(engine)
     assert report.problems == [] and report.unsealed["consents"] == 0
+
+
+def test_views_exports_and_erasures_at_the_command_line_go_to_the_access_log_first(engine, cli_env, tmp_path):
+    """Each names the record and the person by internal id only; the erasure's row is written before it."""
+    from crm.ledger.access import entries
+
+    base(engine, tmp_path)
+    with engine.connect() as conn:
+        v3 = conn.execute(select(Customer.__table__.c.id).where(Customer.__table__.c.external_id == "V3")).scalar()
+    run_json("customer", "show", "V3")
+    assert run_cli("customer", "export", "V3").exit_code == 0
+    run_json("customer", "erase", "V3", "--yes", "--reason", "subject request")
+    assert run_cli("customer", "show", "NOBODY").exit_code != 0            # nobody to log
+    rows = entries(engine)
+    assert [(r["action"], r["customer_id"], r["role"], r["method"]) for r in rows] == [
+        ("card", v3, "cli", "CLI"), ("export", v3, "cli", "CLI"), ("erasure", v3, "cli", "CLI")]
+    assert rows[-1]["detail"] == "subject request" and rows[-1]["route"] == "touchflow customer erase"
+    assert all("V3" not in json.dumps(r, default=str) for r in rows)
