@@ -48,6 +48,9 @@ CUSTOMERS = [
      "ksenia@mail.ru", "+79160000101", "yes", "no", "2", "", ""],
     ["IVAN", "Смирнов Иван Сергеевич", "Иван", "м", "Москва", "Москва", "", "ivanova", "ivan@mail.ru",
      "+79160000102", "yes", "no", "", "", ""],
+    # one contract, nothing else known; the gender from the name
+    ["PAVEL", "Новиков Павел", "Павел", "", "Москва", "Москва", "", "ivanova", "", "+79160000107", "yes", "no", "", "",
+     ""],
     # business cards, 8.5 a day: a named rep, a rep known only by a code, no rep
     ["CARDS", "Визиткин Олег", "Олег", "", "Москва", "Москва", "", "petrov", "cards@mail.ru", "+79160000103",
      "", "", "", "", ""],
@@ -85,6 +88,7 @@ PURCHASES = [
 ]
 EVENTS = [
     *[[who, day, "isp_contract"] for who in ("KSENIA", "IVAN") for day in ("2021-02-15", "2023-06-01", "2025-01-20")],
+    ["PAVEL", "2025-01-20", "isp_contract"],
     *[["KSENIA", day, "support_call"] for day in ("2025-08-01", "2025-08-08", "2025-09-02")],
     *[["HAIR_ON", ago(days), "haircut"] for days in (68, 45, 22)],
     *[["HAIR_LATE", ago(days), "haircut"] for days in (101, 71, 41)],
@@ -174,7 +178,7 @@ def steps(script: str) -> list[int]:
 
 def test_the_isp_call_addresses_a_woman_in_feminine_forms_and_a_man_in_masculine_ones(base, tmp_path):
     summary, _ = run_shipped(base, tmp_path, "isp_tv_package_ivanova", AS_OF)
-    assert summary["channels"]["call"]["sent"] == 2
+    assert summary["channels"]["call"]["sent"] == 3
     scripts = call_scripts(base, "isp_tv_package_ivanova")
     her, her_rep = scripts["KSENIA"]
     him, his_rep = scripts["IVAN"]
@@ -186,6 +190,8 @@ def test_the_isp_call_addresses_a_woman_in_feminine_forms_and_a_man_in_masculine
     assert "- с нами 5 лет: заключил 3 договора, первый — в феврале 2021 года;" in him
     assert "- в мае 2024 года пробовал цифровое ТВ (2 месяца) и отказался — спросите, что не устроило;" in him
     assert "- за последний месяц купил 1 трансляцию футбола по 55 ₽ — 55 ₽ в месяц;" in him
+    # one contract is not «1 договор, первый — …»
+    assert "- с нами 1 год: заключил договор в январе 2025 года;" in scripts["PAVEL"][0]
     for masculine in ("заключил ", "пробовал ", "отказался", "обращался", "купил "):
         assert masculine not in her
     for feminine in ("заключила", "пробовала", "отказалась", "купила"):
@@ -205,6 +211,7 @@ def test_the_isp_steps_stay_contiguous_when_a_step_is_left_out(base, tmp_path):
     her, him = scripts["KSENIA"][0], scripts["IVAN"][0]
     assert "технические проблемы" in her and "технические проблемы" not in him   # his support step is left out
     assert steps(her) == list(range(1, 9)) and steps(him) == list(range(1, 8))
+    assert steps(scripts["PAVEL"][0]) == list(range(1, 8))
     expired = preview("isp_tv_package", "IVAN", "call", date(2026, 12, 1))     # a month later: a new month's offer
     assert steps(expired) == list(range(1, 8)) and "до 31 декабря" in expired and "до 30 ноября" not in expired
 

@@ -15,27 +15,27 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
-from sqlalchemy import insert
 
 from crm.cards import base_stats
 from crm.db import make_engine, upgrade
 from crm.importing import ImportOptions, import_file
-from crm.models import Manager, utcnow
+from crm.models import Manager
 from crm.persons import duplicate_groups, refresh_persons
 from segments.compile import months_before as _months_before
 from segments.stats import refresh as refresh_stats
 from touchflow.console import console
 from touchflow.settings import shipped
 
-MANAGERS = (
-    ("ivanova", "Анна Иванова", "a.ivanova@touchflow.example", "+74951230001"),
-    ("petrov", "Сергей Петров", "s.petrov@touchflow.example", "+74951230002"),
-    ("sidorov", "Дмитрий Сидоров", "d.sidorov@touchflow.example", "+74951230003"),
+MANAGERS = (  # code, name, position, email, phone, calls a day: the reps file the sales team keeps
+    ("ivanova", "Анна Иванова", "Менеджер по работе с клиентами", "a.ivanova@touchflow.example", "+74951230001", 40),
+    ("petrov", "Сергей Петров", "Менеджер по продажам", "s.petrov@touchflow.example", "+74951230002", 40),
+    ("sidorov", "Дмитрий Сидоров", "Менеджер по продажам", "d.sidorov@touchflow.example", "+74951230003", 30),
 )
-REGIONS = (
-    ("Москва", "Europe/Moscow", "495"), ("Санкт-Петербург", "Europe/Moscow", "812"),
-    ("Свердловская область", "Asia/Yekaterinburg", "343"), ("Новосибирская область", "Asia/Novosibirsk", "383"),
-    ("Приморский край", "Asia/Vladivostok", "423"), ("Татарстан", "Europe/Moscow", "843"),
+REGIONS = (  # region, its main city, time zone
+    ("Москва", "Москва", "Europe/Moscow"), ("Санкт-Петербург", "Санкт-Петербург", "Europe/Moscow"),
+    ("Свердловская область", "Екатеринбург", "Asia/Yekaterinburg"),
+    ("Новосибирская область", "Новосибирск", "Asia/Novosibirsk"),
+    ("Приморский край", "Владивосток", "Asia/Vladivostok"), ("Татарстан", "Казань", "Europe/Moscow"),
 )
 MALE = (("Иван", "Иванов"), ("Алексей", "Смирнов"), ("Дмитрий", "Кузнецов"), ("Сергей", "Попов"),
         ("Андрей", "Васильев"), ("Михаил", "Соколов"), ("Николай", "Михайлов"), ("Павел", "Новиков"),
@@ -45,11 +45,11 @@ FEMALE = (("Мария", "Иванова"), ("Елена", "Смирнова"), 
           ("Юлия", "Фёдорова"), ("Екатерина", "Морозова"), ("Дарья", "Волкова"), ("Ксения", "Лебедева"))
 PATRONYMICS_M = ("Александрович", "Сергеевич", "Петрович", "Игоревич", "Викторович")
 PATRONYMICS_F = ("Александровна", "Сергеевна", "Петровна", "Игоревна", "Викторовна")
-SCENARIOS = ("business_cards", "car_service", "barbershop", "pet_shop", "travel", "isp")
-CUSTOMER_HEADER = ["external_id", "ФИО", "Имя", "Дата рождения", "Регион", "Часовой пояс", "Менеджер", "E-mail",
-                   "Телефон", "telegram", "preferred_channel", "attr.segment", "attr.internet", "attr.tv",
-                   "attr.years_customer", "attr.contracts", "attr.digital_tv_trial_months", "attr.has_router",
-                   "attr.support_history", "attr.children", "attr.football_streams_per_month",
+SCENARIOS = ("business_cards", "car_service", "barbershop", "retail", "travel", "isp")
+RETAIL = ("cat_goods", "pet_food", "diapers")  # article 001's cat order, and article 000's replenishment
+CUSTOMER_HEADER = ["external_id", "ФИО", "Имя", "Пол", "Дата рождения", "Регион", "Город", "Часовой пояс", "Менеджер",
+                   "E-mail", "Телефон", "telegram", "preferred_channel", "attr.segment", "attr.internet", "attr.tv",
+                   "attr.has_router", "attr.children",
                    "attr.football_stream_price", "attr.haircut_interval_days", "attr.car", "attr.pet",
                    "attr.wallet_size"]
 
@@ -94,7 +94,9 @@ def generate(n: int, seed: int, today: date) -> DemoData:
         female = rng.random() < 0.5
         first, last = rng.choice(FEMALE if female else MALE)
         patronymic = rng.choice(PATRONYMICS_F if female else PATRONYMICS_M)
-        region, tz, _ = rng.choice(REGIONS)
+        gender = ("ж" if female else "м") if index % 4 else ""   # a quarter leave it to the name
+        region, city, tz = rng.choice(REGIONS)
+        city = city if index % 5 else ""                        # some records know only the region
         external_id = f"C{index + 1:06d}"
         birthday = today.replace(year=today.year - rng.randint(20, 65)) - timedelta(days=rng.randint(-180, 180))
         if scenario == "travel" and index % 4 == 0:
@@ -102,39 +104,61 @@ def generate(n: int, seed: int, today: date) -> DemoData:
         email = f"{_translit(first)}.{_translit(last)}{index}@{rng.choice(('mail.ru', 'yandex.ru', 'gmail.com'))}"
         attrs: dict[str, Any] = {"segment": scenario}
         if scenario == "isp":
-            attrs.update({"internet": "yes", "tv": "no", "years_customer": rng.randint(1, 8),
-                          "contracts": rng.randint(1, 3), "digital_tv_trial_months": rng.choice((0, 0, 1)),
+            # what the ISP's systems hold as fields; contracts, support calls, a TV trial and football
+            # streams are its history (_isp_history), from which the call script is built (article 004)
+            attrs.update({"internet": "yes", "tv": "no",
                           "has_router": rng.choice(("yes", "no")),
-                          "support_history": rng.choice(("none", "resolved", "resolved", "open")),
-                          "children": rng.randint(0, 3), "football_streams_per_month": rng.randint(0, 5),
+                          "children": rng.randint(0, 3),
                           "football_stream_price": 55})
         elif scenario == "barbershop":
             attrs["haircut_interval_days"] = rng.choice((21, 28, 30, 35, 42))
         elif scenario == "car_service":
             attrs["car"] = rng.choice(("Kia Rio", "Lada Vesta", "Hyundai Solaris", "Skoda Octavia"))
-        elif scenario == "pet_shop":
+        elif scenario == "retail" and _retail(index) != "diapers":
             attrs["pet"] = "cat"
         attrs["wallet_size"] = rng.choice((20000, 50000, 120000))
         data.customers.append(_customer_row(
-            external_id, f"{last} {first} {patronymic}", first, birthday.strftime("%d.%m.%Y"), region, tz,
-            MANAGERS[index // len(SCENARIOS) % 3][0], email, _phone(rng, index), str(100_000_000 + index) if index % 3 == 0 else "",
+            external_id, f"{last} {first} {patronymic}", first, gender, birthday.strftime("%d.%m.%Y"),
+            (region, city, tz), MANAGERS[index // len(SCENARIOS) % 3][0], email, _phone(rng, index),
+            str(100_000_000 + index) if index % 3 == 0 else "",
             rng.choice(("email", "sms", "telegram", "")) if index % 3 == 0 else rng.choice(("email", "sms", "")),
             attrs))
-        _history(rng, data, scenario, external_id, today, index)
+        _history(rng, data, scenario, external_id, today, index, attrs)
         _consents(rng, data, external_id, today, index)
     _customer_g(data, today)
     _dirty_rows(data)
     return data
 
 
-def _customer_row(external_id: str, name: str, first: str, birthday: str, region: str, tz: str, manager: str,
-                  email: str, phone: str, telegram: str, channel: str, attrs: dict[str, Any]) -> list[Any]:
-    row = [external_id, name, first, birthday, region, tz, manager, email, phone, telegram, channel]
-    row += [attrs.get(column[5:], "") for column in CUSTOMER_HEADER[11:]]
+EMAIL, PHONE = CUSTOMER_HEADER.index("E-mail"), CUSTOMER_HEADER.index("Телефон")
+ATTRIBUTES = CUSTOMER_HEADER.index("attr.segment")
+
+
+def _customer_row(external_id: str, name: str, first: str, gender: str, birthday: str, place: tuple[str, str, str],
+                  manager: str, email: str, phone: str, telegram: str, channel: str, attrs: dict[str, Any]
+                  ) -> list[Any]:
+    region, city, tz = place
+    row = [external_id, name, first, gender, birthday, region, city, tz, manager, email, phone, telegram, channel]
+    row += [attrs.get(column[5:], "") for column in CUSTOMER_HEADER[ATTRIBUTES:]]
     return row
 
 
-def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, today: date, index: int) -> None:
+def _retail(index: int) -> str:
+    """Which retail story a retail customer tells: the cat order, pet food or diapers."""
+    return RETAIL[index // len(SCENARIOS) % len(RETAIL)]
+
+
+def _refills(data: DemoData, customer: str, today: date, *, prefix: str, product: str, category: str,
+             quantity: int, days: int, amount: int, runs_out_in: int) -> None:
+    """Four purchases of the same pack about ``days`` apart, the last one running out in ``runs_out_in`` days."""
+    day = today - timedelta(days=days - runs_out_in)
+    for number in range(4):
+        data.purchases.append([f"{prefix}-{number}", customer, day.isoformat(), product, category, quantity, amount])
+        day -= timedelta(days=days + (number % 2) * 2 - 1)
+
+
+def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, today: date, index: int,
+             attrs: dict[str, Any]) -> None:
     if scenario == "business_cards":
         day = today - timedelta(days=rng.randint(250, 400))
         daily_use = rng.choice((5, 8, 10, 20))
@@ -145,22 +169,34 @@ def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, t
                                    f"{quantity * 1.6:.2f}".replace(".", ",")])
             day += timedelta(days=max(7, int(quantity / daily_use * rng.uniform(0.85, 1.15))))
     elif scenario in ("car_service", "barbershop"):
-        kind, every = ("car_service", rng.choice((150, 180, 210))) if scenario == "car_service" else \
-            ("haircut", rng.choice((21, 28, 30, 35, 42)))
-        day = today - timedelta(days=every * rng.randint(3, 6) + rng.randint(0, every))
-        while day < today:
+        # visits about ``every`` days apart; the next one due ``due_in`` days from today (some on schedule,
+        # some a little late, some long gone, some not yet due)
+        if scenario == "car_service":
+            kind, every, due_in = "car_service", rng.choice((150, 180, 210)), rng.choice((60, 25, 10, 3, -7, -20, -90))
+        else:
+            kind, every = "haircut", int(attrs["haircut_interval_days"])
+            due_in = rng.choice((20, 8, 2, 1, -3, -9, -40))
+        day = today + timedelta(days=due_in - every)
+        for _ in range(rng.randint(3, 6)):
             data.events.append([customer, day.isoformat(), kind, f"{kind}-{customer}-{day:%Y%m%d}", ""])
             price = 4500 if kind == "car_service" else 1500
             data.purchases.append([f"S{index}-{day:%Y%m%d}", customer, day.isoformat(),
                                    "ТО" if kind == "car_service" else "Стрижка", kind, 1, price])
-            day += timedelta(days=int(every * rng.uniform(0.9, 1.1)))
-    elif scenario == "pet_shop":
-        day = today - timedelta(days=rng.randint(10, 60))
+            day -= timedelta(days=int(every * rng.uniform(0.9, 1.1)))
+    elif scenario == "retail" and _retail(index) == "cat_goods":
+        day = today - timedelta(days=rng.choice((3, 9, 14, 15, 17, 20, 35, 50)))   # article 001: a scratcher and a house
         data.purchases.append([f"P{index}-a", customer, day.isoformat(), "Когтеточка", "cat_goods", 1, 1290])
         data.purchases.append([f"P{index}-b", customer, day.isoformat(), "Домик для кошки", "cat_goods", 1, 3490])
-        if index // 6 % 2:
+        if index // 18 % 2:
             data.purchases.append([f"P{index}-c", customer, (day - timedelta(days=40)).isoformat(),
                                    "Корм для кошек 2 кг", "cat_food", 2, "1 180,00"])
+    elif scenario == "retail" and _retail(index) == "pet_food":
+        kilos = rng.choice((2, 3, 5))
+        _refills(data, customer, today, prefix=f"K{index}", product=f"Корм для кошек {kilos} кг", category="pet_food",
+                 quantity=kilos, days=kilos * 10, amount=kilos * 590, runs_out_in=rng.choice((-4, 1, 3, 9, 20)))
+    elif scenario == "retail":
+        _refills(data, customer, today, prefix=f"D{index}", product="Подгузники 60 шт", category="diapers",
+                 quantity=60, days=rng.choice((8, 10)), amount=1490, runs_out_in=rng.choice((-3, 1, 2, 6, 12)))
     elif scenario == "travel":
         months_ago = rng.choice((2, 4, 4, 6, 12))
         day = _months_before(today, months_ago) - timedelta(days=rng.randint(0, 6))
@@ -170,6 +206,7 @@ def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, t
         data.events.append([customer, day.isoformat(), "trip", f"trip-{customer}", ""])
     elif scenario == "isp":
         start = today - timedelta(days=365 * rng.randint(1, 6))
+        _isp_history(rng, data, customer, start, today, index)
         for month in range(0, 12):
             day = today - timedelta(days=30 * month)
             if day > start:
@@ -179,6 +216,24 @@ def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, t
             day = today - timedelta(days=rng.randint(1, 30))
             data.purchases.append([f"F{index}-{stream}", customer, day.isoformat(), "Трансляция матча",
                                    "football_stream", 1, 55])
+
+
+def _isp_history(rng: random.Random, data: DemoData, customer: str, start: date, today: date, index: int) -> None:
+    """Article 004's facts as the ISP's systems record them: contracts, a digital TV trial, support calls."""
+    contracts = rng.randint(1, 3)
+    span = (today - start).days
+    for number in range(contracts):
+        day = start + timedelta(days=span * number // contracts)
+        data.events.append([customer, day.isoformat(), "isp_contract", f"contract-{customer}-{number}", ""])
+    if index % 3 == 0:
+        day = start + timedelta(days=span // 2)
+        data.purchases.append([f"V{index}", customer, day.isoformat(), "Цифровое ТВ, пробный месяц", "digital_tv", 1,
+                               0])
+    support = rng.choice(("none", "resolved", "resolved", "open"))
+    days = {"none": (), "resolved": (240, 230, 200), "open": (12, 5)}[support]
+    for number, ago in enumerate(days):
+        data.events.append([customer, (today - timedelta(days=ago)).isoformat(), "support_call",
+                            f"support-{customer}-{number}", ""])
 
 
 def _consents(rng: random.Random, data: DemoData, customer: str, today: date, index: int) -> None:
@@ -196,14 +251,22 @@ def _consents(rng: random.Random, data: DemoData, customer: str, today: date, in
 
 def _customer_g(data: DemoData, today: date) -> None:
     """Article 004's customer G: an ISP subscriber in three records, one per sales rep."""
-    attrs = {"segment": "isp", "internet": "yes", "tv": "no", "years_customer": 5, "contracts": 3,
-             "digital_tv_trial_months": 1, "has_router": "yes", "support_history": "resolved", "children": 2,
-             "football_streams_per_month": 4, "football_stream_price": 55, "wallet_size": 50000}
+    attrs = {"segment": "isp", "internet": "yes", "tv": "no", "has_router": "yes", "children": 2,
+             "football_stream_price": 55, "wallet_size": 50000}
     for number, (manager, *_rest) in enumerate(MANAGERS, start=1):
         data.customers.append(_customer_row(
-            f"ISP-G{number}", "Григорьев Геннадий Петрович", "Геннадий", "14.05.1979", "Москва", "Europe/Moscow",
-            manager, "g.grigoriev@mail.ru" if number != 2 else "", "8 (916) 555-12-34" if number != 3 else "",
-            "", "sms", attrs))
+            f"ISP-G{number}", "Григорьев Геннадий Петрович", "Геннадий", "м", "14.05.1979",
+            ("Москва", "Москва", "Europe/Moscow"), manager, "g.grigoriev@mail.ru" if number != 2 else "",
+            "8 (916) 555-12-34" if number != 3 else "", "", "sms", attrs))
+        # five years, three contracts, a month of digital TV, support calls that stopped long ago
+        for contract, years in enumerate((5, 3, 1)):
+            data.events.append([f"ISP-G{number}", (today - timedelta(days=365 * years + 20)).isoformat(),
+                                "isp_contract", f"contract-G{number}-{contract}", ""])
+        for call, ago in enumerate((250, 243, 221)):
+            data.events.append([f"ISP-G{number}", (today - timedelta(days=ago)).isoformat(), "support_call",
+                                f"support-G{number}-{call}", ""])
+        data.purchases.append([f"GV{number}", f"ISP-G{number}", (today - timedelta(days=600)).isoformat(),
+                               "Цифровое ТВ, пробный месяц", "digital_tv", 1, 0])
         for stream in range(4):
             data.purchases.append([f"G{number}-{stream}", f"ISP-G{number}",
                                    (today - timedelta(days=7 * stream + 1)).isoformat(), "Трансляция матча",
@@ -211,23 +274,21 @@ def _customer_g(data: DemoData, today: date) -> None:
         for channel in ("email", "sms", "voice", "call"):
             data.consents.append([f"ISP-G{number}", channel, "marketing", "granted",
                                   (today - timedelta(days=400)).isoformat(), "contract", "privacy-v3"])
-    data.customers[-1][8] = "+7 916 555 12 34"  # the third record shares the phone in another format
-    data.customers[-1][7] = "G.Grigoriev@Mail.ru "
+    data.customers[-1][PHONE] = "+7 916 555 12 34"  # the third record shares the phone in another format
+    data.customers[-1][EMAIL] = "G.Grigoriev@Mail.ru "
     data.scenarios["customer_g_records"] = len(MANAGERS)
 
 
 def _dirty_rows(data: DemoData) -> None:
     """Rows a real export would contain: each must be rejected with its reason, the rest imported."""
-    blank = {column[5:]: "" for column in CUSTOMER_HEADER[11:]}
+    moscow = ("Москва", "Москва", "Europe/Moscow")
     data.customers += [
-        _customer_row("BAD-1", "Плохой Телефон", "Пётр", "01.02.1990", "Москва", "Europe/Moscow", "petrov",
-                      "petr@mail.ru", "12345", "", "", blank),
-        _customer_row("BAD-2", "Плохая Почта", "Инна", "03.04.1985", "Москва", "Europe/Moscow", "ivanova",
-                      "inna@", "+79161112233", "", "", blank),
-        _customer_row("", "Без Кода", "Олег", "05.06.1970", "Москва", "Europe/Moscow", "sidorov",
-                      "oleg@mail.ru", "", "", "", blank),
-        _customer_row("BAD-3", "Из Будущего", "Марк", "01.01.2999", "Москва", "Europe/Moscow", "sidorov",
-                      "", "", "", "", blank),
+        _customer_row("BAD-1", "Плохой Телефон", "Пётр", "м", "01.02.1990", moscow, "petrov", "petr@mail.ru", "12345",
+                      "", "", {}),
+        _customer_row("BAD-2", "Плохая Почта", "Инна", "ж", "03.04.1985", moscow, "ivanova", "inna@", "+79161112233",
+                      "", "", {}),
+        _customer_row("", "Без Кода", "Олег", "м", "05.06.1970", moscow, "sidorov", "oleg@mail.ru", "", "", "", {}),
+        _customer_row("BAD-3", "Из Будущего", "Марк", "м", "01.01.2999", moscow, "sidorov", "", "", "", "", {}),
     ]
     data.purchases += [
         ["X-1", "NO-SUCH-CUSTOMER", "2024-01-10", "Визитки 500 шт", "business_cards", 500, 800],
@@ -256,14 +317,17 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 
 def write_files(data: DemoData, directory: Path) -> dict[str, Path]:
-    """Write the four export files in the formats real CRMs produce; return their paths by kind."""
+    """Write the reps file and the four export files in the formats real CRMs produce; return their paths by kind."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
+        "managers": directory / "managers.csv",
         "customers": directory / "customers.csv",
         "purchases": directory / "purchases.csv",
         "events": directory / "events.xlsx",
         "consents": directory / "consents.csv",
     }
+    _write_csv(paths["managers"], ["Код", "ФИО", "Должность", "Почта", "Телефон", "Звонков в день"],
+               [list(rep) for rep in MANAGERS], encoding="utf-8-sig", delimiter=";")
     _write_csv(paths["customers"], CUSTOMER_HEADER, data.customers, encoding="utf-8-sig", delimiter=";")
     _write_csv(paths["purchases"], ["Номер заказа", "Код клиента", "Дата", "Товар", "Категория", "Количество",
                                     "Сумма"], data.purchases, encoding="cp1251", delimiter=";")
@@ -273,9 +337,9 @@ def write_files(data: DemoData, directory: Path) -> dict[str, Path]:
     return paths
 
 
-DEMO_CAMPAIGNS = ("business_cards_refill", "haircut_followup", "car_service_call", "birthday_trip",
-                  "cat_food_thanks", "winback", "isp_tv_package_ivanova", "isp_tv_package_petrov",
-                  "isp_tv_package_sidorov")
+DEMO_CAMPAIGNS = ("business_cards_refill", "pet_food_refill", "diapers_refill", "haircut_followup",
+                  "car_service_call", "birthday_trip", "trip_four_months", "cat_food_thanks", "winback",
+                  "isp_tv_package_ivanova", "isp_tv_package_petrov", "isp_tv_package_sidorov")
 
 
 class _MailboxHandler:
@@ -342,14 +406,10 @@ def run_demo(directory: Path, *, customers: int = 300, seed: int = 7, quiet: boo
     url = f"sqlite:///{db_path}"
     engine = make_engine(url)
     upgrade(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(Manager.__table__), [
-            {"code": code, "name": name, "email": email, "phone": phone, "active": True, "created_at": utcnow()}
-            for code, name, email, phone in MANAGERS])
     data = generate(customers, seed, today)
     paths = write_files(data, directory / "data")
     imports = {}
-    for kind in ("customers", "purchases", "events", "consents"):
+    for kind in ("managers", "customers", "purchases", "events", "consents"):
         imports[kind] = import_file(engine, kind, paths[kind], options=ImportOptions()).to_dict()
     refresh_stats(engine)
     refresh_persons(engine)
