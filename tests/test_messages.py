@@ -182,6 +182,7 @@ def test_the_isp_call_addresses_a_woman_in_feminine_forms_and_a_man_in_masculine
     scripts = call_scripts(base, "isp_tv_package_ivanova")
     her, her_rep = scripts["KSENIA"]
     him, his_rep = scripts["IVAN"]
+    assert her.startswith("Клиент: Лебедева Ксения Петровна (KSENIA), Владивосток.\n")     # the city, not the region
     assert "- с нами 5 лет: заключила 3 договора, первый — в феврале 2021 года;" in her
     assert "- в марте 2024 года пробовала цифровое ТВ (1 месяц) и отказалась — спросите, что не устроило;" in her
     assert "- в поддержку обращалась 3 раза, последний раз — в сентябре 2025 года; с тех пор обращений нет, " \
@@ -259,6 +260,22 @@ def test_business_cards_future_before_the_run_out_and_reps_by_name(base, tmp_pat
         text = mail[address]
         assert "С уважением" not in text and "менеджер" not in text.lower() and "None" not in text
         assert (code is None or code not in text) and "\ntouchflow\n" in text
+
+
+def test_the_proposal_names_the_rep_and_never_a_code(base, tmp_path):
+    from docx import Document
+
+    from documents.proposals import generate
+
+    def proposal(customer: str) -> list[str]:
+        done = generate(base, "proposal", customer, out_dir=tmp_path / "out", today=AS_OF)
+        return [flat(p.text) for p in Document(done.path).paragraphs]
+
+    assert "Ваш менеджер: Пётр Петров, +74951230002, p.petrov@example.ru" in proposal("CARDS")
+    for customer, code in (("CARDS_CODE", "ghost"), ("CARDS_NONE", "None")):
+        text = "\n".join(proposal(customer))
+        assert "Ваш менеджер" not in text and code not in text
+    assert "Предложение действительно до 07.12.2026." in proposal("CARDS")       # 14 days from the day
 
 
 def test_business_cards_past_the_run_out_say_so_and_a_month_later_nobody_is_selected(base, tmp_path):

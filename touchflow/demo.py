@@ -184,7 +184,8 @@ def _history(rng: random.Random, data: DemoData, scenario: str, customer: str, t
                                    "ТО" if kind == "car_service" else "Стрижка", kind, 1, price])
             day -= timedelta(days=int(every * rng.uniform(0.9, 1.1)))
     elif scenario == "retail" and _retail(index) == "cat_goods":
-        day = today - timedelta(days=rng.choice((3, 9, 14, 15, 17, 20, 35, 50)))   # article 001: a scratcher and a house
+        # article 001: a scratcher and a house, some of them two weeks ago
+        day = today - timedelta(days=rng.choice((3, 9, 14, 15, 17, 20, 35, 50)))
         data.purchases.append([f"P{index}-a", customer, day.isoformat(), "Когтеточка", "cat_goods", 1, 1290])
         data.purchases.append([f"P{index}-b", customer, day.isoformat(), "Домик для кошки", "cat_goods", 1, 3490])
         if index // 18 % 2:
