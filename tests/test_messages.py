@@ -58,9 +58,11 @@ CUSTOMERS = [
     ["CARDS_NONE", "Бумагин Павел", "Павел", "", "Москва", "", "", "", "cards3@mail.ru", "", "", "", "", "", ""],
     ["PET", "Кормова Мария", "Мария", "", "Москва", "Москва", "", "", "pet@mail.ru", "", "", "", "", "", ""],
     ["BABY", "Пелёнкина Анна", "Анна", "", "Москва", "Москва", "", "", "baby@mail.ru", "", "", "", "", "", ""],
-    # a haircut every 23 days, the last 22 days ago (due tomorrow); every 30 days, the last 41 days ago
+    # a haircut every 23 days, the last 22 days ago (due tomorrow); every 30 days, the last 41 days ago (11 days
+    # late) and the last 33 days ago (3 days late)
     ["HAIR_ON", "Стрижкин Егор", "Егор", "", "Москва", "Москва", "", "", "", "+79160000104", "", "", "", "23", ""],
     ["HAIR_LATE", "Лохматов Артём", "Артём", "", "Москва", "Москва", "", "", "", "+79160000105", "", "", "", "30", ""],
+    ["HAIR_BIT", "Чёлкин Максим", "Максим", "", "Москва", "Москва", "", "", "", "+79160000108", "", "", "", "30", ""],
     ["CAT", "Кошкина Дарья", "Дарья", "", "Москва", "Москва", "", "", "cat@mail.ru", "", "", "", "", "", ""],
     ["TRIP", "Путешественникова Юлия", "Юлия", "", "Москва", "Москва", "1990-12-01", "", "trip@mail.ru", "", "",
      "", "", "", ""],
@@ -92,6 +94,7 @@ EVENTS = [
     *[["KSENIA", day, "support_call"] for day in ("2025-08-01", "2025-08-08", "2025-09-02")],
     *[["HAIR_ON", ago(days), "haircut"] for days in (68, 45, 22)],
     *[["HAIR_LATE", ago(days), "haircut"] for days in (101, 71, 41)],
+    *[["HAIR_BIT", ago(days), "haircut"] for days in (93, 63, 33)],
     *[["CAR", ago(days), "car_service"] for days in (440, 290, 140)],
 ]
 
@@ -221,7 +224,7 @@ def test_the_isp_steps_stay_contiguous_when_a_step_is_left_out(base, tmp_path):
 
 def test_the_haircut_call_opens_by_the_schedule_and_counts_agree(base, tmp_path):
     summary, _ = run_shipped(base, tmp_path, "haircut_followup", AS_OF)
-    assert summary["channels"]["call"]["sent"] == 2
+    assert summary["channels"]["call"]["sent"] == 3
     scripts = call_scripts(base, "haircut_followup")
     on_time, late = scripts["HAIR_ON"][0], scripts["HAIR_LATE"][0]
     assert "Стрижек: 3, последняя — 1 ноября (прошли 22 дня); обычно приходит раз в 23 дня." in on_time
@@ -231,10 +234,19 @@ def test_the_haircut_call_opens_by_the_schedule_and_counts_agree(base, tmp_path)
     assert "Стрижек: 3, последняя — 13 октября (прошёл 41 день); обычно приходит раз в 30 дней." in late
     assert "Следующую стрижку ждали около 12 ноября (11 дней назад) — клиент опаздывает." in late
     assert "1. «Артём, здравствуйте! Это touchflow. Давно вас не видели — записать вас на стрижку?»" in late
-    assert steps(on_time) == steps(late) == [1, 2, 3]
+    # three days late is not «давно»
+    a_bit_late = scripts["HAIR_BIT"][0]
+    assert "Следующую стрижку ждали около 20 ноября (3 дня назад) — клиент опаздывает." in a_bit_late
+    assert "1. «Максим, здравствуйте! Это touchflow. Самое время для новой стрижки — записать вас?»" in a_bit_late
+    assert "Давно вас не видели" not in a_bit_late
+    assert steps(on_time) == steps(late) == steps(a_bit_late) == [1, 2, 3]
     # the other parts, the same day
     assert preview("haircut_reminder", "HAIR_ON", "sms").startswith("Егор, с прошлой стрижки прошли 22 дня — ")
     assert preview("haircut_reminder", "HAIR_LATE", "sms").startswith("Артём, с прошлой стрижки прошёл 41 день — ")
+    assert run_json("template", "preview", "haircut_reminder", "--customer", "HAIR_BIT", "--channel", "email",
+                    "--as-of", AS_OF.isoformat())["parts"][0]["subject"] == "Максим, пора на стрижку"
+    assert run_json("template", "preview", "haircut_reminder", "--customer", "HAIR_LATE", "--channel", "email",
+                    "--as-of", AS_OF.isoformat())["parts"][0]["subject"] == "Артём, давно вас не видели — пора на стрижку"
     email = preview("haircut_reminder", "HAIR_LATE", "email")
     assert "Последний раз вы были у нас 13 октября — с тех пор прошёл 41 день." in email
     assert "прошло 41" not in email
@@ -250,7 +262,7 @@ def test_business_cards_future_before_the_run_out_and_reps_by_name(base, tmp_pat
     assert subjects == {"Олег, визитки скоро закончатся", "Ольга, визитки скоро закончатся",
                         "Павел, визитки скоро закончатся"}
     named = mail["cards@mail.ru"]
-    assert "По нашим расчётам визитки у вас закончатся около 28 ноября — через 5 дней." in named
+    assert "По нашим расчётам, визитки у вас закончатся около 28 ноября — через 5 дней." in named
     assert "В прошлый раз вы заказывали «Визитки 850 шт» за 1 360 ₽." in named
     assert "Закажите до 30 ноября со скидкой 5% — и запас не прервётся." in named
     # the rep by name and position, never by code; a rep known only by a code or none: the company signs
@@ -292,7 +304,7 @@ def test_business_cards_past_the_run_out_say_so_and_a_month_later_nobody_is_sele
     assert sms == "Олег, визитки, похоже, уже закончились. Скидка 5% на заказ до 7 декабря. touchflow"
     call = preview("replenishment_reminder", "CARDS", "call", after)
     assert "Запас, по расчётам, закончился около 28 ноября (позавчера)." in call
-    assert "2. «По нашим данным визитки у вас уже закончились — подготовить такой же заказ?»" in call
+    assert "2. «По нашим данным, визитки у вас уже закончились — подготовить такой же заказ?»" in call
     assert selected(base, tmp_path, "business_cards_refill", CARDS_RUN_OUT + timedelta(days=30)) == 0
 
 
@@ -308,7 +320,7 @@ def test_pet_food_and_diapers_agree_with_their_product(base, tmp_path):
     assert summary["selected"] == 1 and summary["channels"]["email"]["sent"] == 1
     pet = sent(run, "email")["pet@mail.ru"]
     assert pet.subject == "Мария, корм скоро закончится"
-    assert "По нашим расчётам корм у вас закончится около 26 ноября — через 3 дня." in pet.text
+    assert "По нашим расчётам, корм у вас закончится около 26 ноября — через 3 дня." in pet.text
     assert "В прошлый раз вы заказывали «Корм для кошек 2 кг» за 1 180 ₽." in flat(pet.text)
     assert "закончатся" not in pet.text + pet.subject
     # two days after the run-out (a dry run: the first run's cooldown holds the real one back)
@@ -321,7 +333,7 @@ def test_pet_food_and_diapers_agree_with_their_product(base, tmp_path):
     assert summary["selected"] == 1
     baby = sent(run, "email")["baby@mail.ru"]
     assert baby.subject == "Анна, подгузники скоро закончатся"
-    assert "По нашим расчётам подгузники у вас закончатся около 25 ноября — послезавтра." in baby.text
+    assert "По нашим расчётам, подгузники у вас закончатся около 25 ноября — послезавтра." in baby.text
     assert "закончится" not in baby.text + baby.subject
 
 
