@@ -2,12 +2,12 @@
 importer: each rendered text is compared with the Russian a reader expects.
 
 The base: a woman and a man with the same ISP history (article 004), business cards used at 8,5 a day
-with a named rep, a rep known only by a code and no rep, pet food and diapers running out, a barbershop
-client on schedule and one overdue, a cat-goods order of two items (article 001), a traveller with a
-birthday ahead. Already covered elsewhere (not repeated here): the city after «г.», discounts on every
-line, «без НДС» and who signs (tests/test_documents.py); a segment dropping a passed need
-(tests/test_needs.py); offer rules on a probe template (tests/test_offers.py); ISP1's script from its
-history (tests/test_channel_registry.py).
+with a named rep, a rep known only by a code and no rep, pet food and diapers running out, barbershop
+clients on schedule, a few days late and long overdue, a car serviced by its own interval, a cat-goods
+order of two items (article 001), a traveller with a birthday ahead. Already covered elsewhere (not
+repeated here): the city after «г.», discounts on every line, «без НДС» and who signs
+(tests/test_documents.py); a segment dropping a passed need (tests/test_needs.py); offer rules on a
+probe template (tests/test_offers.py); ISP1's script from its history (tests/test_channel_registry.py).
 """
 
 from __future__ import annotations
@@ -173,6 +173,11 @@ def preview(name: str, customer: str, channel: str, day: date = AS_OF) -> str:
     return flat(parts[0]["text"])
 
 
+def subject(name: str, customer: str, day: date = AS_OF) -> str:
+    return run_json("template", "preview", name, "--customer", customer, "--channel", "email",
+                    "--as-of", day.isoformat())["parts"][0]["subject"]
+
+
 def steps(script: str) -> list[int]:
     return [int(line.split(".")[0]) for line in script.splitlines() if line[:1].isdigit()]
 
@@ -243,10 +248,8 @@ def test_the_haircut_call_opens_by_the_schedule_and_counts_agree(base, tmp_path)
     # the other parts, the same day
     assert preview("haircut_reminder", "HAIR_ON", "sms").startswith("Егор, с прошлой стрижки прошли 22 дня — ")
     assert preview("haircut_reminder", "HAIR_LATE", "sms").startswith("Артём, с прошлой стрижки прошёл 41 день — ")
-    assert run_json("template", "preview", "haircut_reminder", "--customer", "HAIR_BIT", "--channel", "email",
-                    "--as-of", AS_OF.isoformat())["parts"][0]["subject"] == "Максим, пора на стрижку"
-    assert run_json("template", "preview", "haircut_reminder", "--customer", "HAIR_LATE", "--channel", "email",
-                    "--as-of", AS_OF.isoformat())["parts"][0]["subject"] == "Артём, давно вас не видели — пора на стрижку"
+    assert subject("haircut_reminder", "HAIR_BIT") == "Максим, пора на стрижку"
+    assert subject("haircut_reminder", "HAIR_LATE") == "Артём, давно вас не видели — пора на стрижку"
     email = preview("haircut_reminder", "HAIR_LATE", "email")
     assert "Последний раз вы были у нас 13 октября — с тех пор прошёл 41 день." in email
     assert "прошло 41" not in email
