@@ -91,6 +91,7 @@ PURCHASES = [
 EVENTS = [
     *[[who, day, "isp_contract"] for who in ("KSENIA", "IVAN") for day in ("2021-02-15", "2023-06-01", "2025-01-20")],
     ["PAVEL", "2025-01-20", "isp_contract"],
+    ["IVAN", "2026-10-05", "support_call"],
     *[["KSENIA", day, "support_call"] for day in ("2025-08-01", "2025-08-08", "2025-09-02")],
     *[["HAIR_ON", ago(days), "haircut"] for days in (68, 45, 22)],
     *[["HAIR_LATE", ago(days), "haircut"] for days in (101, 71, 41)],
@@ -198,6 +199,7 @@ def test_the_isp_call_addresses_a_woman_in_feminine_forms_and_a_man_in_masculine
     assert "- за последний месяц купила 4 трансляции футбола по 55 ₽ — 220 ₽ в месяц;" in her
     assert "- с нами 5 лет: заключил 3 договора, первый — в феврале 2021 года;" in him
     assert "- в мае 2024 года пробовал цифровое ТВ (2 месяца) и отказался — спросите, что не устроило;" in him
+    assert "- в поддержку обращался один раз — в октябре 2026 года;" in him      # not «1 раз, последний раз — …»
     assert "- за последний месяц купил 1 трансляцию футбола по 55 ₽ — 55 ₽ в месяц;" in him
     # one contract is not «1 договор, первый — …»
     assert "- с нами 1 год: заключил договор в январе 2025 года;" in scripts["PAVEL"][0]
