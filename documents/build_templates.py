@@ -79,7 +79,7 @@ def contract() -> Document:
     d.add_paragraph("Цена договора: {{ totals.gross }} ({{ totals.in_words }})"
                     "{% if totals.vat_rate %}, {{ totals.vat_line }}{% else %}, без НДС{% endif %}.")
     d.add_heading("3. Подписи сторон", level=2)
-    d.add_paragraph("Исполнитель: {{ company.legal_name }}{% if signatory %}, {{ signatory.position }} "
+    d.add_paragraph("Исполнитель: {{ company.legal_name }}{% if signatory %}, {{ signatory.position | in_sentence }} "
                     "{{ signatory.name }}{% endif %} ____________")
     d.add_paragraph("Заказчик: {{ customer.name }} ____________")
     return d

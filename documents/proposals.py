@@ -34,7 +34,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from channels.render.filters import money
+from channels.render.filters import in_sentence, money
 from channels.render.templates import template_root
 from crm.db import write_tx
 from crm.importing.normalize import parse_decimal
@@ -244,6 +244,7 @@ def render_document(engine: Engine, template: str, customer_id: int, *, rows: li
                                company=company or settings.company_name, settings=settings)
     document = DocxTemplate(source)
     env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+    env.filters["in_sentence"] = in_sentence
     try:
         document.render(context, jinja_env=env, autoescape=True)
     except UndefinedError as exc:

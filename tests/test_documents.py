@@ -173,8 +173,8 @@ def test_the_rep_signs_by_name_and_position_else_the_company_signatory_never_the
         return next(line for line in _contract(base, tmp_path, customer, settings=settings).splitlines()
                     if line.startswith("Исполнитель:"))
 
-    assert signature("P1", legal) == "Исполнитель: ООО «Визитка», Менеджер по продажам Пётр Петров ____________"
-    assert signature("R1", legal) == "Исполнитель: ООО «Визитка», Генеральный директор Иванов Иван Иванович " \
+    assert signature("P1", legal) == "Исполнитель: ООО «Визитка», менеджер по продажам Пётр Петров ____________"
+    assert signature("R1", legal) == "Исполнитель: ООО «Визитка», генеральный директор Иванов Иван Иванович " \
                                      "____________"
     assert signature("H1", legal) == signature("R1", legal)        # a rep known only by a code does not sign
     assert signature("R1", Settings()) == "Исполнитель: touchflow ____________"

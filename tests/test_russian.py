@@ -211,3 +211,12 @@ def test_contexts_from_the_base_carry_the_gender_column_or_the_inferred_one(engi
     found = {c["customer"]["external_id"]: c["customer"]["gender"]
              for c in contexts_for(engine, ids, as_of=date(2026, 11, 23)).values()}
     assert found == {"G1": "f", "G2": "m", "G3": None, "G4": "f"}   # the column wins over the name
+
+
+def test_a_title_inside_a_sentence_starts_small_unless_it_is_an_acronym():
+    from channels.render.filters import in_sentence
+
+    assert in_sentence("Менеджер по продажам") == "менеджер по продажам"
+    assert in_sentence("Генеральный директор") == "генеральный директор"
+    assert in_sentence("IT-директор") == "IT-директор" and in_sentence("ООО «Визитка»") == "ООО «Визитка»"
+    assert in_sentence("") == "" and in_sentence(None) == ""

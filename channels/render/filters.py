@@ -101,6 +101,14 @@ def with_verb(count: Any, verb: str, noun: str = "день", locale: str = "ru_R
     return russian.counted_verb(verb, count, noun, locale)
 
 
+def in_sentence(text: Any) -> str:
+    """A title inside a sentence: «Менеджер по продажам» → «менеджер по продажам»; «IT-директор», «ООО …» stay."""
+    text = "" if text is None else str(text)
+    if len(text) > 1 and text[1].isupper():
+        return text
+    return text[:1].lower() + text[1:]
+
+
 @pass_context
 def by_gender(context: Any, masculine: str, feminine: str, neutral: str | None = None) -> str:
     """The template global ``g``: the form for ``customer.gender`` (unknown: ``neutral``, else the polite plural).

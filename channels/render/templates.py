@@ -44,6 +44,7 @@ from channels.render.filters import (
     by_gender,
     day_month,
     decimal,
+    in_sentence,
     money,
     number,
     plural,
@@ -218,7 +219,7 @@ def environment(root: str) -> SandboxedEnvironment:
     env = _Environment(loader=FileSystemLoader(root), undefined=StrictUndefined, auto_reload=False,
                        autoescape=lambda name: bool(name) and name.endswith((".html", ".htm", ".xml")),
                        keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(money=money, number=number, day_month=day_month, plural=plural)
+    env.filters.update(money=money, number=number, day_month=day_month, plural=plural, in_sentence=in_sentence)
     env.filters.update(decimal=decimal, agree=russian.agree, inflect=russian.inflect, verb=russian.verb,
                        agree_verb=russian.agree_verb, month_in=russian.month_in, relative_days=relative_days,
                        passed=russian.passed, remaining=russian.remaining, with_verb=with_verb)
