@@ -120,6 +120,8 @@ class Customer(SQLModel, table=True):
     """A customer record as the source CRM knows it (one person may have several records)."""
 
     __tablename__ = "customers"
+    # The console's lookup by the start of a name (LIKE 'prefix%' on PostgreSQL in any collation).
+    __table_args__ = (Index("ix_customers_name", "name", postgresql_ops={"name": "text_pattern_ops"}),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
     external_id: str = Field(max_length=128, unique=True, index=True)
@@ -226,6 +228,10 @@ class Touch(SQLModel, table=True):
         Index("ix_touches_person_created", "person_key", "created_at"),
         Index("ix_touches_campaign", "campaign"),
         Index("ix_touches_run_status", "run_id", "status"),
+        # The console's history search: one page newest first from an index, whatever the filter.
+        Index("ix_touches_created", "created_at", "id"),
+        Index("ix_touches_campaign_status_created", "campaign", "status", "created_at", "id"),
+        Index("ix_touches_status_created", "status", "created_at", "id"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)

@@ -315,27 +315,24 @@ def _address_of(text: str) -> tuple[str, str] | None:
 
 
 def _matches(conn: Connection, text: str, manager_id: int | None, limit: int) -> list[tuple[int, str]]:
-    """``(customer id, what matched)`` for the text: external id, then phone / email, then name prefix."""
+    """``(customer id, what matched)``: the record with that external id, else the holders of that phone /
+    email, else the records whose name starts with the text."""
     text = text.strip()
     if not text:
         return []
     scope = [customers.c.manager_id == manager_id] if manager_id is not None else []
-    found: dict[int, str] = {}
-    for cid in conn.execute(select(customers.c.id).where(customers.c.external_id == text, *scope)).scalars():
-        found.setdefault(cid, "external_id")
+    exact = conn.execute(select(customers.c.id).where(customers.c.external_id == text, *scope)).scalars().all()
+    if exact:  # an external id names one record: nothing else is meant
+        return [(cid, "external_id") for cid in exact]
     address = _address_of(text)
     if address:
         query = (select(contacts.c.customer_id).join(customers, customers.c.id == contacts.c.customer_id)
                  .where(contacts.c.kind == address[0], contacts.c.value == address[1], *scope)
-                 .order_by(contacts.c.customer_id).limit(limit))
-        for cid in conn.execute(query).scalars():
-            found.setdefault(cid, address[0])
-    elif len(found) < limit:
-        query = (select(customers.c.id).where(_prefix_condition(conn, customers.c.name, text), *scope)
-                 .order_by(customers.c.name, customers.c.id).limit(limit))
-        for cid in conn.execute(query).scalars():
-            found.setdefault(cid, "name")
-    return list(found.items())[:limit]
+                 .group_by(contacts.c.customer_id).order_by(contacts.c.customer_id).limit(limit))
+        return [(cid, address[0]) for cid in conn.execute(query).scalars()]
+    query = (select(customers.c.id).where(_prefix_condition(conn, customers.c.name, text), *scope)
+             .order_by(customers.c.name, customers.c.id).limit(limit))
+    return [(cid, "name") for cid in conn.execute(query).scalars()]
 
 
 def find_customers(engine: Engine, text: str, *, manager_id: int | None = None, limit: int = 20) -> list[dict]:
