@@ -226,7 +226,7 @@ class Touch(SQLModel, table=True):
     __table_args__ = (
         Index("ix_touches_customer_created", "customer_id", "created_at"),
         Index("ix_touches_person_created", "person_key", "created_at"),
-        Index("ix_touches_campaign", "campaign"),
+        Index("ix_touches_campaign_created", "campaign", "created_at", "id"),  # was ix_touches_campaign (0011)
         Index("ix_touches_run_status", "run_id", "status"),
         # The console's history search: one page newest first from an index, whatever the filter.
         Index("ix_touches_created", "created_at", "id"),

@@ -50,6 +50,7 @@ erasures = Erasure.__table__
 DECISIONS = ("skipped", "deferred")  # a touch in these states is a decision (not to contact, or not yet)
 MAX_LIMIT = 500
 NAME_MATCHES = 1000  # customers a name prefix may select for a history search
+FEW_CUSTOMERS = 5000  # a rep with at most this many customers is searched record by record
 
 
 @dataclass
@@ -361,6 +362,17 @@ def _persons_records(conn: Connection, ids: Iterable[int]) -> list[int]:
     return sorted(set(ids) | persons | set(shared.scalars()))
 
 
+def _few_customers_of(conn: Connection, manager_id: int) -> list[int] | None:
+    """A rep's customer ids when they are few enough to read their touches record by record, else None.
+
+    A rep with many customers is served better the other way round: touches newest first, each
+    checked against its customer's rep, until a page is full.
+    """
+    ids = conn.execute(select(customers.c.id).where(customers.c.manager_id == manager_id)
+                       .limit(FEW_CUSTOMERS + 1)).scalars().all()
+    return list(ids) if len(ids) <= FEW_CUSTOMERS else None
+
+
 def search(engine: Engine, *, text: str | None = None, channel: str | None = None, status: str | None = None,
            campaign: str | None = None, since: datetime | None = None, until: datetime | None = None,
            manager_id: int | None = None, after: str | None = None, limit: int = 50) -> Page:
@@ -372,6 +384,8 @@ def search(engine: Engine, *, text: str | None = None, channel: str | None = Non
             ids = _persons_records(conn, [cid for cid, _ in _matches(conn, text, manager_id, NAME_MATCHES)])
             if not ids:
                 return Page([], None)
+        elif manager_id is not None:
+            ids = _few_customers_of(conn, manager_id)
         query = _search_query(conn, ids, channel, status, campaign, since, until, manager_id, after, limit + 1)
         rows = conn.execute(query).all()
     items = []
@@ -399,8 +413,12 @@ def _search_query(conn: Connection, ids, channel, status, campaign, since, until
     query = query.where(*(column == value for column, value in filters.items() if value))
     if ids is not None:
         query = query.where(one_of(conn, touches.c.customer_id, ids))
-    if manager_id is not None:
+    if ids is not None and manager_id is not None:
         query = query.where(customers.c.manager_id == manager_id)
+    elif manager_id is not None:  # many customers: walk touches newest first, asking each its customer's rep
+        owner = customers.alias("owner")
+        rep = select(owner.c.manager_id).where(owner.c.id == touches.c.customer_id).scalar_subquery()
+        query = query.where(rep == manager_id)
     if since:
         query = query.where(touches.c.created_at >= since)
     if until:
