@@ -49,7 +49,7 @@ erasures = Erasure.__table__
 
 DECISIONS = ("skipped", "deferred")  # a touch in these states is a decision (not to contact, or not yet)
 MAX_LIMIT = 500
-NAME_MATCHES = 1000  # customers a name prefix may select for a history search
+NAME_MATCHES = 5000  # above this many records a name prefix is searched touch by touch, not record by record
 FEW_CUSTOMERS = 5000  # a rep with at most this many customers is searched record by record
 
 
@@ -315,7 +315,8 @@ def _address_of(text: str) -> tuple[str, str] | None:
     return None
 
 
-def _matches(conn: Connection, text: str, manager_id: int | None, limit: int) -> list[tuple[int, str]]:
+def _matches(conn: Connection, text: str, manager_id: int | None, limit: int,
+             ordered: bool = True) -> list[tuple[int, str]]:
     """``(customer id, what matched)``: the record with that external id, else the holders of that phone /
     email, else the records whose name starts with the text."""
     text = text.strip()
@@ -331,8 +332,9 @@ def _matches(conn: Connection, text: str, manager_id: int | None, limit: int) ->
                  .where(contacts.c.kind == address[0], contacts.c.value == address[1], *scope)
                  .group_by(contacts.c.customer_id).order_by(contacts.c.customer_id).limit(limit))
         return [(cid, address[0]) for cid in conn.execute(query).scalars()]
-    query = (select(customers.c.id).where(_prefix_condition(conn, customers.c.name, text), *scope)
-             .order_by(customers.c.name, customers.c.id).limit(limit))
+    query = select(customers.c.id).where(_prefix_condition(conn, customers.c.name, text), *scope).limit(limit)
+    if ordered:  # sorting every holder of a common name costs more than finding them
+        query = query.order_by(customers.c.name, customers.c.id)
     return [(cid, "name") for cid in conn.execute(query).scalars()]
 
 
@@ -379,15 +381,19 @@ def search(engine: Engine, *, text: str | None = None, channel: str | None = Non
     """Touches and decisions matching the filters, newest first; ``manager_id`` limits to that rep's customers."""
     limit = _limit(limit)
     with engine.connect() as conn:
-        ids = None
+        ids, name = None, None
         if text and text.strip():
-            ids = _persons_records(conn, [cid for cid, _ in _matches(conn, text, manager_id, NAME_MATCHES)])
-            if not ids:
-                return Page([], None)
+            matched = _matches(conn, text, manager_id, NAME_MATCHES + 1, ordered=False)
+            if len(matched) > NAME_MATCHES:  # a common name: walk touches newest first, asking each its name
+                name = text.strip()
+            else:
+                ids = _persons_records(conn, [cid for cid, _ in matched])
+                if not ids:
+                    return Page([], None)
         elif manager_id is not None:
             ids = _few_customers_of(conn, manager_id)
-        query = _search_query(conn, ids, channel, status, campaign, since, until, manager_id, after, limit + 1)
-        rows = conn.execute(query).all()
+        page = _search_ids(conn, ids, channel, status, campaign, since, until, manager_id, after, limit + 1, name)
+        rows = _search_rows(conn, page)
     items = []
     for row in rows:
         item = _touch_item(row, row.erased)
@@ -397,7 +403,38 @@ def search(engine: Engine, *, text: str | None = None, channel: str | None = Non
                  key=lambda item: (item["at"], item["id"]))
 
 
-def _search_query(conn: Connection, ids, channel, status, campaign, since, until, manager_id, after, limit):
+def _search_ids(conn: Connection, ids, channel, status, campaign, since, until, manager_id, after,
+                limit, name: str | None = None) -> list[int]:
+    """The page's touch ids, newest first: only keys are read and sorted; the rows come after (``_search_rows``).
+
+    ``ids``: only these records' touches (read record by record); ``name``: only touches of records
+    whose name starts with it (read newest first, for names too common to list their records).
+    """
+    query = (select(touches.c.id).order_by(touches.c.created_at.desc(), touches.c.id.desc()).limit(limit))
+    filters = {touches.c.channel: channel, touches.c.status: status, touches.c.campaign: campaign}
+    query = query.where(*(column == value for column, value in filters.items() if value))
+    if ids is not None:
+        query = query.where(one_of(conn, touches.c.customer_id, ids))
+    if manager_id is not None:  # each touch asks its customer's rep (a join would read the rep's every customer)
+        rep = select(customers.c.manager_id).where(customers.c.id == touches.c.customer_id).scalar_subquery()
+        query = query.where(rep == manager_id)
+    if name is not None:
+        named = select(customers.c.name).where(customers.c.id == touches.c.customer_id).scalar_subquery()
+        query = query.where(_prefix_condition(conn, named, name))
+    if since:
+        query = query.where(touches.c.created_at >= since)
+    if until:
+        query = query.where(touches.c.created_at <= until)
+    if after:
+        at, _, ident = decode_cursor(after)
+        query = query.where(or_(touches.c.created_at < at, and_(touches.c.created_at == at, touches.c.id < ident)))
+    return list(conn.execute(query).scalars())
+
+
+def _search_rows(conn: Connection, page: list[int]) -> list[Any]:
+    """The touches of a page with their customer, consent and erasure, in the page's order."""
+    if not page:
+        return []
     erased = select(erasures.c.id).where(erasures.c.customer_id == touches.c.customer_id).exists()
     query = (select(touches.c.id, touches.c.created_at, touches.c.customer_id, touches.c.channel, touches.c.status,
                     touches.c.campaign, touches.c.offer, touches.c.purpose, touches.c.reason, touches.c.detail,
@@ -408,22 +445,6 @@ def _search_query(conn: Connection, ids, channel, status, campaign, since, until
                     customers.c.person_id, erased.label("erased"))
              .select_from(touches).join(customers, customers.c.id == touches.c.customer_id)
              .outerjoin(consents, consents.c.id == touches.c.consent_id)
-             .order_by(touches.c.created_at.desc(), touches.c.id.desc()).limit(limit))
-    filters = {touches.c.channel: channel, touches.c.status: status, touches.c.campaign: campaign}
-    query = query.where(*(column == value for column, value in filters.items() if value))
-    if ids is not None:
-        query = query.where(one_of(conn, touches.c.customer_id, ids))
-    if ids is not None and manager_id is not None:
-        query = query.where(customers.c.manager_id == manager_id)
-    elif manager_id is not None:  # many customers: walk touches newest first, asking each its customer's rep
-        owner = customers.alias("owner")
-        rep = select(owner.c.manager_id).where(owner.c.id == touches.c.customer_id).scalar_subquery()
-        query = query.where(rep == manager_id)
-    if since:
-        query = query.where(touches.c.created_at >= since)
-    if until:
-        query = query.where(touches.c.created_at <= until)
-    if after:
-        at, _, ident = decode_cursor(after)
-        query = query.where(or_(touches.c.created_at < at, and_(touches.c.created_at == at, touches.c.id < ident)))
-    return query
+             .where(one_of(conn, touches.c.id, page)))
+    rows = {row.id: row for row in conn.execute(query)}
+    return [rows[tid] for tid in page if tid in rows]

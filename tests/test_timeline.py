@@ -204,3 +204,20 @@ def test_sales_scoping_is_the_same_whichever_way_a_rep_is_read(base, monkeypatch
     assert [(i["id"], i["customer_id"]) for i in search(base, manager_id=1, limit=500).items] == few
     assert [i["id"] for i in search(base, manager_id=1, status="skipped").items] == [4, 3]
     assert [i["id"] for i in search(base, manager_id=2).items] == [7]
+
+
+def test_a_common_name_is_searched_touch_by_touch_with_the_same_answer(base, monkeypatch):
+    import crm.timeline
+
+    listed = [i["id"] for i in search(base, text="Иванова", limit=500).items]
+    monkeypatch.setattr(crm.timeline, "NAME_MATCHES", 1)
+    walked, cursor = [], None
+    while True:
+        page = search(base, text="иванова", after=cursor, limit=2)
+        walked += [i["id"] for i in page.items]
+        if not page.next:
+            break
+        cursor = page.next
+    assert walked == listed == [6, 4, 3, 2, 1, 5, 8]
+    assert [i["id"] for i in search(base, text="Иванова", manager_id=1, status="skipped").items] == [4, 3]
+    assert search(base, text="Иванова", manager_id=2).items == []
