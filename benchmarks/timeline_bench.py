@@ -9,7 +9,8 @@ PostgreSQL) and kept for the next run: SQLite in ``benchmarks/data/`` (git-ignor
 a schema named after the size (``--rebuild`` starts afresh). Per customer: a phone, every second
 one an email, a consent; 10% of records share their person with the record before; 50 "heavy"
 people have three records and 1,500 touches. Touches (with one or two status events each) spread
-over a year; a fifth are decisions not to contact. Purchases, service events and call tasks are
+over a year; over a quarter are decisions not to contact
+(or deferrals). Purchases, service events and call tasks are
 added at a third, a fifth and a tenth of the customer count.
 
 Each operation runs once unmeasured, then ``--samples`` times on different random people / values;
@@ -261,7 +262,9 @@ def operations(engine, customers: int, samples: int) -> list[dict]:
         measure("search: phone (whole person)", formatted, lambda t: search(engine, text=t)),
         measure("search: external id", [f"C{i:07d}" for i in ids], lambda t: search(engine, text=t)),
         measure("search: email", [email(i + i % 2) for i in ids], lambda t: search(engine, text=t)),
-        measure("search: name prefix", [rng.choice(SURNAMES)[:5] for _ in ids], lambda t: search(engine, text=t)),
+        measure("search: name prefix (5 letters)", [rng.choice(SURNAMES)[:5] for _ in ids], lambda t: search(engine, text=t)),
+        measure("search: surname + first name", [f"{rng.choice(SURNAMES)} {rng.choice(FIRST[::2])}" for _ in ids],
+                lambda t: search(engine, text=t)),
         measure("search: campaign + status", combos,
                 lambda c: search(engine, campaign=c[0], status=c[1])),
         measure("search: campaign, page 21", [CAMPAIGNS[3]] * samples,

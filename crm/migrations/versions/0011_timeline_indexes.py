@@ -1,4 +1,4 @@
-"""timeline and history search: touches by time (alone, per campaign, per campaign and status, per status); customers by name prefix
+"""console reads: touches by time (alone, per campaign, campaign and status, status); customers by name prefix
 
 Revision ID: 0011
 Revises: 0010
