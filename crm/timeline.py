@@ -105,10 +105,14 @@ def person_of(engine: Engine, customer_id: int) -> int:
     return row.person_id or customer_id
 
 
-def _members(conn: Connection, person_id: int) -> tuple[list[int], set[int]]:
-    """The person's customer ids, and those of them that were erased."""
-    ids = sorted(conn.execute(select(customers.c.id).where(
-        or_(customers.c.person_id == person_id, customers.c.id == person_id))).scalars())
+def _members(conn: Connection, person_id: int, manager_id: int | None = None) -> tuple[list[int], set[int]]:
+    """The person's customer ids (only the rep's, given one), and those of them that were erased."""
+    query = select(customers.c.id, customers.c.person_id).where(
+        or_(customers.c.person_id == person_id, customers.c.id == person_id))
+    if manager_id is not None:
+        query = query.where(customers.c.manager_id == manager_id)
+    # the record ``person_id`` itself only if it is not another person's now
+    ids = sorted(cid for cid, person in conn.execute(query) if person in (None, person_id))
     if not ids:
         return [], set()
     erased = set(conn.execute(select(erasures.c.customer_id).where(one_of(conn, erasures.c.customer_id, ids)))
@@ -277,12 +281,17 @@ def _limit(limit: int) -> int:
     return limit
 
 
-def timeline(engine: Engine, person_id: int, *, before: str | None = None, limit: int = 50) -> Page:
-    """The person's history across all their records, newest first, ``limit`` items after cursor ``before``."""
+def timeline(engine: Engine, person_id: int, *, before: str | None = None, limit: int = 50,
+             manager_id: int | None = None) -> Page:
+    """The person's history across all their records, newest first, ``limit`` items after cursor ``before``.
+
+    ``person_id`` is what ``person_of`` returns. ``manager_id`` (sales scoping) keeps only that rep's
+    records of the person: none, and the page is empty.
+    """
     limit = _limit(limit)
     bound = _Bound(*decode_cursor(before)) if before else None
     with engine.connect() as conn:
-        ids, erased = _members(conn, person_id)
+        ids, erased = _members(conn, person_id, manager_id)
         if not ids:
             return Page([], None)
         items = _collect(conn, ids, erased, bound, limit + 1)

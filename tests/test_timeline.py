@@ -221,3 +221,21 @@ def test_a_common_name_is_searched_touch_by_touch_with_the_same_answer(base, mon
     assert walked == listed == [6, 4, 3, 2, 1, 5, 8]
     assert [i["id"] for i in search(base, text="Иванова", manager_id=1, status="skipped").items] == [4, 3]
     assert search(base, text="Иванова", manager_id=2).items == []
+
+
+def test_a_reps_timeline_holds_only_their_records_of_the_person(base):
+    with base.begin() as conn:
+        conn.execute(Customer.__table__.update().where(Customer.__table__.c.id == 2).values(manager_id=2))
+    own = timeline(base, 1, manager_id=1, limit=500).items
+    assert own and {i["customer_id"] for i in own} == {1}
+    assert {i["customer_id"] for i in timeline(base, 1, manager_id=2, limit=500).items} == {2}
+    assert timeline(base, 3, manager_id=1).items == []
+    assert {i["customer_id"] for i in timeline(base, 1, limit=500).items} == {1, 2}
+
+
+def test_a_record_that_joined_another_person_leaves_its_old_timeline(base):
+    with base.begin() as conn:
+        conn.execute(Customer.__table__.update().where(Customer.__table__.c.id == 3).values(person_id=1))
+    assert timeline(base, 3).items == []
+    assert {i["customer_id"] for i in timeline(base, 1, limit=500).items} == {1, 2, 3}
+    assert person_of(base, 3) == 1
