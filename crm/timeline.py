@@ -6,6 +6,11 @@ purchases, service events and call tasks with their outcomes, newest first. Each
 with its own index bound by the cursor and ``LIMIT``; the merge takes the newest ``limit`` items, so a
 page costs the same on page one and page one hundred (no ``OFFSET``).
 
+The search reads a page of keys ``(created_at, id)`` from an index in order, then its rows. A set
+of customers (what the text matched, a rep's customers) is read record by record when it is small,
+or by walking touches newest first and asking each its customer when it is large (a common name,
+a rep with 40,000 customers): both stay one short index range per page.
+
 Cursors are opaque strings holding the last item's key: ``(at, kind, id)`` for the timeline,
 ``(at, id)`` for the search. Items hold plain values only; addresses are masked, and free text of
 an erased record (notes, wordings) is never returned.
@@ -145,6 +150,13 @@ class _Bound:
         return lt
 
 
+_TOUCH_SHOWN = (*(touches.c[name] for name in (
+    "id", "created_at", "customer_id", "channel", "status", "campaign", "offer", "purpose", "reason", "detail",
+    "error_code", "error_message", "address", "template", "run_id", "manager_id", "consent_id", "sent_at",
+    "delivered_at", "due_at")), consents.c.at.label("consent_at"), consents.c.source.label("consent_source"))
+# (with ``consents`` outer-joined on ``touches.consent_id``: the consent each touch relied on)
+
+
 def _touch_item(row: Any, erased: bool) -> dict[str, Any]:
     decision = row.status in DECISIONS
     title = ("decision.deferred" if row.status == "deferred" else "decision.not_contacted") if decision \
@@ -161,12 +173,7 @@ def _touch_item(row: Any, erased: bool) -> dict[str, Any]:
 
 
 def _touches(conn: Connection, ids: list[int], bound: _Bound | None, limit: int, kind: str) -> list[Any]:
-    query = (select(touches.c.id, touches.c.created_at, touches.c.customer_id, touches.c.channel, touches.c.status,
-                    touches.c.campaign, touches.c.offer, touches.c.purpose, touches.c.reason, touches.c.detail,
-                    touches.c.error_code, touches.c.error_message, touches.c.address, touches.c.template,
-                    touches.c.run_id, touches.c.manager_id, touches.c.consent_id, touches.c.sent_at,
-                    touches.c.delivered_at, touches.c.due_at, consents.c.at.label("consent_at"),
-                    consents.c.source.label("consent_source"))
+    query = (select(*_TOUCH_SHOWN)
              .select_from(touches).outerjoin(consents, consents.c.id == touches.c.consent_id)
              .where(one_of(conn, touches.c.customer_id, ids),
                     touches.c.status.in_(DECISIONS) if kind == "decision" else touches.c.status.not_in(DECISIONS))
@@ -445,13 +452,8 @@ def _search_rows(conn: Connection, page: list[int]) -> list[Any]:
     if not page:
         return []
     erased = select(erasures.c.id).where(erasures.c.customer_id == touches.c.customer_id).exists()
-    query = (select(touches.c.id, touches.c.created_at, touches.c.customer_id, touches.c.channel, touches.c.status,
-                    touches.c.campaign, touches.c.offer, touches.c.purpose, touches.c.reason, touches.c.detail,
-                    touches.c.error_code, touches.c.error_message, touches.c.address, touches.c.template,
-                    touches.c.run_id, touches.c.manager_id, touches.c.consent_id, touches.c.sent_at,
-                    touches.c.delivered_at, touches.c.due_at, consents.c.at.label("consent_at"),
-                    consents.c.source.label("consent_source"), customers.c.external_id, customers.c.name,
-                    customers.c.person_id, erased.label("erased"))
+    query = (select(*_TOUCH_SHOWN, customers.c.external_id, customers.c.name, customers.c.person_id,
+                    erased.label("erased"))
              .select_from(touches).join(customers, customers.c.id == touches.c.customer_id)
              .outerjoin(consents, consents.c.id == touches.c.consent_id)
              .where(one_of(conn, touches.c.id, page)))
