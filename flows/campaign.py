@@ -25,7 +25,8 @@ from crm.db import make_engine, require_schema  # noqa: E402
 from flows import engine as campaign_engine  # noqa: E402
 from flows import reporting  # noqa: E402
 from flows.workers import (  # noqa: E402
-    counted_batch, dask_threads, feed_pool, pooled_batch, release_everywhere, settle_lost_batches)
+    counted_batch, dask_threads, feed_pool, pooled_batch, reap_temporary_prefect_server, release_everywhere,
+    settle_lost_batches)
 from flows.spec import campaign_files, load_spec  # noqa: E402
 from touchflow.errors import ConfigError, UsageError  # noqa: E402
 from touchflow.settings import campaigns_dir, get_settings  # noqa: E402
@@ -130,6 +131,7 @@ def campaign_flow(spec_path: str, dry_run: bool = False, as_of: str | None = Non
     if dask_address and workers > 1:
         raise UsageError(f"workers={workers} and dask_address={dask_address}: choose one (the Dask cluster's workers "
                          "share the batches)")
+    reap_temporary_prefect_server()  # a killed run leaves no Prefect server behind
     spec = load_spec(spec_path)
     engine = _engine(get_settings().database_url)
     now = datetime.now().astimezone()

@@ -57,6 +57,57 @@ def die_with_parent(poll_seconds: float = 0.2) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
+_REAPER = """
+import os, signal, sys, time
+pid, fd, mark = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+os.read(fd, 1)                        # returns when the watched process has died: the kernel closed its end
+try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if mark.encode() not in f.read():  # gone already, or the pid now belongs to someone else
+            sys.exit(0)
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(20):
+        time.sleep(0.1)
+        os.kill(pid, 0)
+    os.kill(pid, signal.SIGKILL)
+except (OSError, ProcessLookupError):
+    pass
+"""
+_REAPED: dict[int, int] = {}  # pid → the write end this process keeps open while it lives
+
+
+def reap_with_this_process(pid: int, mark: str) -> None:
+    """End process ``pid`` (whose command line holds ``mark``) when this process dies, a SIGKILL included.
+
+    For children this process did not start itself and cannot arm with a parent-death signal, such
+    as Prefect's temporary server: a small reaper process waits on a pipe whose write end only this
+    process holds; the kernel closes it when this process dies, however it dies, and the reaper
+    stops ``pid``. On a normal exit the owner has already stopped it and the reaper finds it gone.
+    """
+    if pid in _REAPED or not sys.platform.startswith("linux"):
+        return
+    import subprocess
+
+    read, write = os.pipe()
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(pid), str(read), mark], pass_fds=(read,),
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    os.close(read)
+    _REAPED[pid] = write
+
+
+def reap_temporary_prefect_server() -> None:
+    """If this process started Prefect's temporary server, make sure that server dies with it."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:
+        return
+    for server in list(SubprocessASGIServer._instances.values()):
+        process = getattr(server, "server_process", None)
+        if process is not None and process.poll() is None:
+            reap_with_this_process(process.pid, "prefect.server.api.server")
+
+
 def release(run: Run) -> None:
     """Close a worker's channels and database connections."""
     from flows.delivery import close_channels

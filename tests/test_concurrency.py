@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -271,8 +272,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _kill_a_pooled_run(db_url: str, tmp_path: Path, extra: list[str], env_extra: dict) -> tuple[int, int, int]:
-    """SIGKILL ``campaign run --workers 2`` mid-send; return (messages at the kill, a while later, its workers alive)."""
+def _kill_a_pooled_run(db_url: str, tmp_path: Path, extra: list[str], env_extra: dict) -> tuple[int, int, int, int]:
+    """SIGKILL ``campaign run --workers 2`` mid-send.
+
+    Return (messages at the kill, a while later, its workers alive, its temporary Prefect servers alive).
+    """
     spec = tmp_path / "pooled.yaml"
     spec.write_text("name: pooled\npurpose: marketing\noffer: pooled-1\ntemplate: winback\nchannels: [email]\n"
                     "rule: {field: name, contains: Клиент}\npolicy: {quiet_hours: 'off'}\n", encoding="utf-8")
@@ -286,36 +290,44 @@ def _kill_a_pooled_run(db_url: str, tmp_path: Path, extra: list[str], env_extra:
         deadline = time.time() + 240
         while len(server.messages) < 20 and time.time() < deadline:
             time.sleep(0.02)
-        workers = [pid for pid in _children(process.pid) if "spawn_main" in
-                   (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")]
+        commands = {pid: (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+                    for pid in _children(process.pid)}
+        workers = [pid for pid, line in commands.items() if "spawn_main" in line]
+        servers = [pid for pid, line in commands.items() if "prefect.server.api.server" in line]
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         at_kill = len(server.messages)
         time.sleep(1.5)
         later = len(server.messages)
         alive = sum(1 for pid in workers if _alive(pid))
+        gone_by = time.time() + 5  # the server is stopped (SIGTERM, then SIGKILL after 2 s) once its owner is gone
+        while any(_alive(pid) for pid in servers) and time.time() < gone_by:
+            time.sleep(0.1)
+        servers_alive = sum(1 for pid in servers if _alive(pid))
+        for pid in servers:  # whatever the outcome, leave no server behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(1.5)  # the lease (2 s) runs out
         again = subprocess.run([*command, "--direct"] if "--direct" not in command else command, env=env, cwd=ROOT,
                                capture_output=True, text=True, timeout=240)
         assert again.returncode == 0, again.stderr
         per_recipient = Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
     assert len(workers) == 2 and set(per_recipient.values()) == {1}
-    return at_kill, later, alive
+    return at_kill, later, alive, servers_alive
 
 
 def test_killing_a_run_kills_its_worker_processes(engine, db_url, tmp_path):
     """SIGKILL of ``--direct --workers 2``: its pool processes die at once, so nothing is sent behind its back."""
     build(engine, tmp_path, 200)
-    at_kill, later, alive = _kill_a_pooled_run(db_url, tmp_path, ["--direct"], {})
+    at_kill, later, alive, _ = _kill_a_pooled_run(db_url, tmp_path, ["--direct"], {})
     assert alive == 0 and later - at_kill <= 2   # at most what was already on the wire
 
 
 def test_killing_a_prefect_run_kills_its_pool_processes(engine, db_url, tmp_path):
-    """The same through the Prefect flow's process pool (a temporary Prefect server of its own)."""
-    import tempfile
-
+    """The same through the Prefect flow's process pool; its temporary Prefect server does not outlive it either."""
     build(engine, tmp_path, 200)
-    prefect = {"PREFECT_HOME": tempfile.mkdtemp(prefix="touchflow-kill-"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    prefect = {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "DO_NOT_TRACK": "1"}
-    at_kill, later, alive = _kill_a_pooled_run(db_url, tmp_path, [], prefect)
+    at_kill, later, alive, servers_alive = _kill_a_pooled_run(db_url, tmp_path, [], prefect)
     assert alive == 0 and later - at_kill <= 2
+    assert servers_alive == 0
