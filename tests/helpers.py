@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from touchflow.cli import app
 
 
-def run_cli(*args: str) -> Any:
-    """Invoke ``touchflow ARGS`` and return click's Result."""
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+def run_cli(*args: str, input: str | None = None) -> Any:
+    """Invoke ``touchflow ARGS`` (with ``input`` on stdin) and return click's Result."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 def run_json(*args: str, expect: int = 0) -> Any:

@@ -197,6 +197,31 @@ def list_tasks(engine: Engine, *, manager: str | None = None, due: date | None =
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
+def rep_queue(engine: Engine, manager_id: int, *, due: date, after: tuple[date, int] | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    """A rep's open tasks due by ``due`` (overdue first), keyset-paged by (due_on, id) after ``after``."""
+    query = (select(tasks.c.id, tasks.c.due_on, tasks.c.window_start, tasks.c.window_end, tasks.c.campaign,
+                    tasks.c.phone, customers.c.name.label("customer_name"))
+             .join(customers, customers.c.id == tasks.c.customer_id)
+             .where(tasks.c.manager_id == manager_id, tasks.c.status == "open", tasks.c.due_on <= due)
+             .order_by(tasks.c.due_on, tasks.c.id).limit(limit))
+    if after is not None:
+        query = query.where(or_(tasks.c.due_on > after[0], and_(tasks.c.due_on == after[0], tasks.c.id > after[1])))
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def task(engine: Engine, task_id: int, *, manager_id: int | None = None) -> dict[str, Any] | None:
+    """One task with its customer's name; None when it does not exist or is another rep's (``manager_id``)."""
+    query = (select(tasks, customers.c.name.label("customer_name"))
+             .join(customers, customers.c.id == tasks.c.customer_id).where(tasks.c.id == task_id))
+    if manager_id is not None:
+        query = query.where(tasks.c.manager_id == manager_id)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return dict(row._mapping) if row else None
+
+
 def export_schedule(engine: Engine, manager: str, out: Path) -> int:
     """Write a rep's open tasks as the administrator's call schedule (CSV, Excel-friendly UTF-8)."""
     rows = list_tasks(engine, manager=manager)

@@ -5,6 +5,7 @@
     messages.py    template …, channels …, telegram …   campaigns.py  campaign …, reminders run, history
     sales.py       tasks …, proposal generate           compliance.py compliance report | verify
     managers.py    managers import | list | deactivate  project.py    init, config show, deployments write, …
+    users.py       user add | list | disable | reset | token create | token revoke
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -26,6 +27,7 @@ from touchflow.cli import (
     project,
     sales,
     segments,
+    users,
 )
 from touchflow.cli.common import TouchflowGroup
 from touchflow.console import console
@@ -39,7 +41,7 @@ GROUPS = {
     "telegram": messages.telegram_app, "campaign": campaigns.app, "reminders": campaigns.reminders,
     "tasks": sales.tasks_app, "proposal": sales.proposal_app, "compliance": compliance.app,
     "config": project.config_app, "deployments": project.deployments_app,
-    "managers": managers.app,
+    "managers": managers.app, "user": users.app,
 }
 COMMANDS = {
     "init": project.init, "demo": project.demo, "serve": project.serve, "stats": database.stats,

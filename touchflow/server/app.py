@@ -1,4 +1,7 @@
-"""The web application: one FastAPI app built from an engine and settings (no globals).
+"""The web application: one FastAPI app built from an engine and settings (kept in ``app.state``, no globals).
+
+Routers per concern: ``webhooks`` (providers and mail clients, their own authentication),
+``auth`` (login, logout), ``console`` (the pages), static files of the console.
 
 What every route shares lives here: the request-size limit (refused while the body streams in,
 before a handler sees it) and the background sealing of the chains the server writes (consents,
@@ -12,11 +15,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from crm.ledger.audit import seal
-from touchflow.server import webhooks
+from touchflow.server import auth, console, webhooks
+from touchflow.server.console.view import HERE, render
 from touchflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,21 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
             await asyncio.to_thread(_seal_quietly, engine)
 
     app = FastAPI(title="touchflow", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.settings = engine, settings
     app.include_router(webhooks.router(engine, settings))
+    app.include_router(auth.router(engine, settings))
+    app.include_router(console.router(engine, settings))
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.add_exception_handler(auth.LoginRequired, auth.login_redirect)
+    app.add_exception_handler(HTTPException, _error_page)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app
+
+
+async def _error_page(request: Request, exc: HTTPException) -> Response:
+    """Errors as JSON for the API and for webhooks' callers, as a page for the console."""
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    viewer = auth.current(request)
+    return render(request, "error.html", viewer, status=exc.status_code, message=exc.detail,
+                  status_code=exc.status_code)

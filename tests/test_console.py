@@ -1,0 +1,219 @@
+"""The console over real HTTP: logins, lock-out, cookies, CSRF, the role rules of every route, each role's work."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from crm import accounts
+from crm.ledger.access import entries
+from crm.models import CallTask, Customer, Touch
+from tests import console_base
+from tests.console_base import EVIL, PASSWORD, csrf, login
+from tests.helpers import run_cli, run_json
+from touchflow.server import create_app
+from touchflow.settings import Settings
+
+
+@pytest.fixture
+def console(engine, tmp_path):
+    ids, tasks = console_base.build(engine, tmp_path)
+    url, server = console_base.serve(engine, Settings())
+    yield console_base.Console(url, ids, tasks)
+    server.should_exit = True
+
+
+def task_row(engine, task_id):
+    with engine.connect() as conn:
+        return conn.execute(select(CallTask.__table__).where(CallTask.__table__.c.id == task_id)).one()
+
+
+def test_pages_need_a_login_and_a_wrong_password_is_refused(console):
+    anonymous = httpx.get(f"{console.url}/calls", headers={"accept": "text/html"})
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login?next=/calls"
+    client = httpx.Client(base_url=console.url)
+    token = client.get("/login").cookies["touchflow_login"]
+    wrong = client.post("/login", data={"username": "anna", "password": "nope", "login_token": token})
+    assert wrong.status_code == 401 and "touchflow_session" not in wrong.cookies
+    forged = httpx.post(f"{console.url}/login", data={"username": "anna", "password": PASSWORD, "login_token": "x"})
+    assert forged.status_code == 403                        # no login-form token: a cross-site login is refused
+
+
+def test_five_failures_lock_the_name_out_even_for_the_right_password(console, engine):
+    client = httpx.Client(base_url=console.url)
+    token = client.get("/login").cookies["touchflow_login"]
+    for _ in range(accounts.LOCK_AFTER):
+        assert client.post("/login", data={"username": "mark", "password": "bad", "login_token": token}
+                           ).status_code == 401
+    locked = client.post("/login", data={"username": "mark", "password": PASSWORD, "login_token": token})
+    assert locked.status_code == 429 and "touchflow_session" not in locked.cookies
+    login(console.url, "olga")                               # others are not locked out by mark's failures
+    for name in ("x1", "x2", "x3") * 6:                       # a guesser trying many names from one address
+        client.post("/login", data={"username": name, "password": "bad", "login_token": token})
+    assert client.post("/login", data={"username": "root", "password": PASSWORD, "login_token": token}
+                       ).status_code == 429
+
+
+def test_the_session_cookie_is_httponly_samesite_and_secure_behind_https(engine, tmp_path):
+    console_base.build(engine, tmp_path)
+    for public, secure in (("http://127.0.0.1", False), ("https://touch.example.com", True)):
+        with TestClient(create_app(engine, Settings(public_url=public)),
+                        base_url="https://testserver" if secure else "http://testserver") as client:
+            token = client.get("/login").cookies["touchflow_login"]
+            answer = client.post("/login", data={"username": "anna", "password": PASSWORD, "login_token": token},
+                                 follow_redirects=False)
+            assert answer.status_code == 303, answer.text
+            cookie = next(v for k, v in answer.headers.multi_items()
+                          if k == "set-cookie" and v.startswith("touchflow_session="))
+            assert "HttpOnly" in cookie and "SameSite=lax" in cookie and ("Secure" in cookie) is secure
+
+
+# (method, path template, the roles allowed); every other role gets 403
+ROUTES = [
+    ("GET", "/calls", {"sales"}),
+    ("GET", "/calls/{task}", {"sales"}),
+    ("POST", "/calls/{task}/outcome", {"sales"}),
+    ("GET", "/dashboard", {"marketing", "admin"}),
+    ("GET", "/campaigns", {"marketing", "admin"}),
+    ("GET", "/people?q=A1", {"compliance"}),
+    ("GET", "/people/{customer}", {"compliance"}),
+    ("GET", "/people/{customer}/export", {"compliance"}),
+    ("GET", "/people/{customer}/erase", {"compliance"}),
+    ("POST", "/people/{customer}/erase", {"compliance"}),
+    ("GET", "/access-log", {"compliance"}),
+    ("GET", "/access-log.csv", {"compliance"}),
+    ("GET", "/users", {"admin"}),
+]
+ROLE_USER = {"sales": "anna", "marketing": "mark", "compliance": "olga", "admin": "root"}
+
+
+def test_every_route_answers_403_to_every_role_without_the_permission(console):
+    clients = {role: login(console.url, name) for role, name in ROLE_USER.items()}
+    tokens = {role: csrf(client) for role, client in clients.items()}
+    for method, template, allowed in ROUTES:
+        path = template.format(task=console.tasks["A1"], customer=console.ids["P1"])
+        for role, client in clients.items():
+            data = {"csrf": tokens[role], "outcome": "no_answer", "reason": "r", "confirm": "not-the-id"}
+            answer = client.request(method, path, data=data if method == "POST" else None)
+            if role in allowed:
+                assert answer.status_code in (200, 303, 400), (role, method, path, answer.status_code)
+            else:
+                assert answer.status_code == 403, (role, method, path, answer.status_code)
+
+
+def test_a_rep_records_a_callback_and_tomorrows_queue_changes_another_rep_gets_404(console, engine):
+    anna, pete = login(console.url, "anna"), login(console.url, "pete")
+    task = console.tasks["A1"]
+    queue = anna.get("/calls").text
+    assert f'data-task="{task}"' in queue and f'data-task="{console.tasks["P1"]}"' not in queue
+    assert pete.get(f"/calls/{task}").status_code == 404    # someone else's task: as if it did not exist
+    token = csrf(anna, f"/calls/{task}")
+    refused = anna.post(f"/calls/{task}/outcome", data={"outcome": "callback", "callback_on": "2020-01-01",
+                                                        "csrf": token})
+    assert refused.status_code == 400 and task_row(engine, task).status == "open"
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    saved = anna.post(f"/calls/{task}/outcome", data={"outcome": "callback", "callback_on": tomorrow, "note": "после 18",
+                                                      "csrf": token})
+    assert saved.status_code == 303 and task_row(engine, task).outcome == "callback"
+    assert f'data-task="{task}"' not in anna.get("/calls").text  # today's queue lost it; the callback is tomorrow's
+    with engine.connect() as conn:
+        follow_up = conn.execute(select(CallTask.__table__).where(CallTask.__table__.c.status == "open",
+                                                                  CallTask.__table__.c.customer_id == console.ids["A1"])
+                                 ).one()
+        outcome = conn.execute(select(Touch.__table__).where(Touch.__table__.c.customer_id == console.ids["A1"])).one()
+    assert follow_up.due_on.isoformat() == tomorrow and outcome.channel == "call"
+
+
+def test_a_form_without_the_csrf_token_changes_nothing(console, engine):
+    anna = login(console.url, "anna")
+    task = console.tasks["A1"]
+    assert anna.post(f"/calls/{task}/outcome", data={"outcome": "reached"}).status_code == 403
+    assert anna.post(f"/calls/{task}/outcome", data={"outcome": "reached", "csrf": "forged"}).status_code == 403
+    assert task_row(engine, task).status == "open"
+
+
+def test_compliance_views_exports_and_erasures_are_logged_before_the_data_is_read(console, engine):
+    olga = login(console.url, "olga")
+    a1 = console.ids["A1"]
+    assert "Алиса Анина" in olga.get(f"/people/{a1}").text
+    exported = olga.get(f"/people/{a1}/export")
+    assert exported.status_code == 200 and json.loads(exported.text)["customer"]["external_id"] == "A1"
+    token = csrf(olga, f"/people/{a1}/erase")
+    wrong = olga.post(f"/people/{a1}/erase", data={"reason": "request", "confirm": "P1", "csrf": token})
+    assert wrong.status_code == 400
+    assert olga.post(f"/people/{a1}/erase", data={"reason": "request", "confirm": "A1", "csrf": token}
+                     ).status_code == 303
+    with engine.connect() as conn:
+        assert conn.execute(select(Customer.__table__.c.name).where(Customer.__table__.c.id == a1)).scalar() == "[erased]"
+    logged = [(r["username"], r["action"], r["customer_id"]) for r in entries(engine)]
+    assert logged == [("olga", "timeline", a1), ("olga", "export", a1), ("olga", "card", a1),
+                      ("olga", "erasure", a1)]
+    csv_text = olga.get("/access-log.csv").text
+    assert csv_text.splitlines()[0].startswith("id,at,user_id,username") and csv_text.count("olga") == 4
+
+
+def test_pages_speak_russian_by_default_and_english_on_request_and_escape_names(console):
+    anna = login(console.url, "anna")
+    assert "Звонки на сегодня" in anna.get("/calls").text
+    english = anna.get("/calls?lang=en").text
+    assert "Today&#39;s calls" in english and "Log out" in english and 'lang="en"' in english
+    assert "Log out" in anna.get("/calls").text              # the choice is remembered
+    olga = login(console.url, "olga")
+    found = olga.get("/people", params={"q": EVIL[:7]}).text
+    assert EVIL not in found and "&lt;script&gt;alert(1)&lt;/script&gt;" in found
+
+
+def test_the_dashboard_draws_the_days_touches_as_svg_bars(console, engine):
+    anna = login(console.url, "anna")
+    task = console.tasks["A1"]
+    anna.post(f"/calls/{task}/outcome", data={"outcome": "reached", "csrf": csrf(anna, f"/calls/{task}")})
+    page = login(console.url, "mark").get("/dashboard").text
+    today = date.today().isoformat()
+    assert f'data-series="call" data-day="{today}" data-value="1"' in page and "<svg" in page
+
+
+def test_logout_disable_and_reset_end_sessions(console, engine):
+    anna = login(console.url, "anna")
+    token = csrf(anna, "/calls")
+    assert anna.post("/logout", data={"csrf": token}).status_code == 303
+    assert anna.get("/calls").status_code == 303            # back to the login form
+    mark = login(console.url, "mark")
+    accounts.disable(engine, "mark")
+    assert mark.get("/dashboard").status_code == 303
+    client = httpx.Client(base_url=console.url)
+    form_token = client.get("/login").cookies["touchflow_login"]
+    assert client.post("/login", data={"username": "mark", "password": PASSWORD, "login_token": form_token}
+                       ).status_code == 401
+    olga = login(console.url, "olga")
+    accounts.set_password(engine, "olga", "another-long-password")
+    assert olga.get("/people").status_code == 303
+
+
+def test_user_commands(cli_env, engine, tmp_path):
+    console_base.build(engine, tmp_path)
+    listed = {u["name"]: u for u in run_json("user", "list")["users"]}
+    assert listed["anna"]["role"] == "sales" and listed["anna"]["manager"] == "ivanova"
+    added = run_cli("user", "add", "nina", "--role", "compliance", "--password-stdin", input="short\n")
+    assert added.exit_code != 0 and "at least" in added.output
+    bad_role = run_cli("user", "add", "nina", "--role", "boss", "--password-stdin", input=PASSWORD + "\n")
+    assert bad_role.exit_code != 0 and "admin, marketing, sales, compliance" in bad_role.output
+    no_rep = run_cli("user", "add", "sam", "--role", "sales", "--password-stdin", input=PASSWORD + "\n")
+    assert no_rep.exit_code != 0 and "--manager" in no_rep.output
+    assert run_cli("user", "add", "nina", "--role", "compliance", "--password-stdin", input=PASSWORD + "\n"
+                   ).exit_code == 0
+    with engine.connect() as conn:
+        stored = conn.execute(select(accounts.users.c.password_hash).where(accounts.users.c.name == "nina")).scalar()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    token = run_json("user", "token", "create", "nina", "--label", "script")["token"]
+    assert accounts.token_account(engine, token).name == "nina"
+    with engine.connect() as conn:
+        hashes = conn.execute(select(accounts.tokens.c.token_hash)).scalars().all()
+    assert token not in hashes and len(hashes) == 1
+    assert run_cli("user", "disable", "nina").exit_code == 0
+    assert accounts.token_account(engine, token) is None      # disabling revokes the tokens
+    assert {u["name"]: u for u in run_json("user", "list")["users"]}["nina"]["active"] is False

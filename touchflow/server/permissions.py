@@ -1,0 +1,28 @@
+"""What each role may do: one table, read by ``auth.require`` on every route of the console and the API.
+
+    sales        their own call tasks and the cards of their own customers (others: 404)
+    marketing    the dashboard, campaigns and runs, templates, segments
+    compliance   people, timelines, consents, history search, reports, exports, erasure, the access log
+    admin        users, and everything marketing sees
+
+Compliance powers (personal data in bulk, erasure) stay with compliance: an administrator manages
+accounts and can give someone the compliance role, but does not hold it by default.
+"""
+
+from __future__ import annotations
+
+SALES = frozenset({"calls.own", "customers.own"})
+MARKETING = frozenset({"dashboard.view", "campaigns.view", "templates.view", "segments.view"})
+COMPLIANCE = frozenset({"customers.view", "history.view", "consents.view", "reports.view", "export", "erase",
+                        "access_log.view"})
+ADMIN = MARKETING | {"users.manage"}
+
+ROLES: dict[str, frozenset[str]] = {"sales": SALES, "marketing": MARKETING, "compliance": COMPLIANCE,
+                                    "admin": frozenset(ADMIN)}
+
+HOME = {"sales": "/calls", "marketing": "/dashboard", "compliance": "/people", "admin": "/dashboard"}
+
+
+def allows(role: str, permission: str) -> bool:
+    """Whether ``role`` holds ``permission``."""
+    return permission in ROLES.get(role, frozenset())
