@@ -51,17 +51,23 @@ def build(engine, tmp_path) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def serve(engine, settings: Settings):
-    """Start the app on a free port in a thread; return (base URL, the uvicorn server)."""
+    """Start the app on a free port in a thread; return (base URL, a function that stops it and waits)."""
     port = free_port()
     settings = settings.model_copy(update={"public_url": settings.public_url or f"http://127.0.0.1:{port}"})
     server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=port,
                                            log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     for _ in range(200):
         if server.started:
             break
         time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+
+    def stop() -> None:  # before the test's database goes: the server seals once more when it stops
+        server.should_exit = True
+        thread.join(10)
+
+    return f"http://127.0.0.1:{port}", stop
 
 
 def login(url: str, name: str, password: str = PASSWORD) -> httpx.Client:

@@ -23,9 +23,9 @@ from touchflow.settings import Settings
 @pytest.fixture
 def console(engine, tmp_path):
     ids, tasks = console_base.build(engine, tmp_path)
-    url, server = console_base.serve(engine, Settings())
+    url, stop = console_base.serve(engine, Settings())
     yield console_base.Console(url, ids, tasks)
-    server.should_exit = True
+    stop()
 
 
 def task_row(engine, task_id):
