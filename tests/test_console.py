@@ -217,3 +217,33 @@ def test_user_commands(cli_env, engine, tmp_path):
     assert run_cli("user", "disable", "nina").exit_code == 0
     assert accounts.token_account(engine, token) is None      # disabling revokes the tokens
     assert {u["name"]: u for u in run_json("user", "list")["users"]}["nina"]["active"] is False
+
+
+def test_the_api_takes_a_token_keeps_the_role_rules_and_is_documented(console, engine):
+    api = httpx.Client(base_url=console.url)
+    assert api.get("/api/v1/me").status_code == 401
+    anna_token, anna = accounts.create_token(engine, "anna", "script")
+    _, olga = accounts.create_token(engine, "olga")
+    as_anna, as_olga = ({"Authorization": f"Bearer {t}"} for t in (anna, olga))
+    assert api.get("/api/v1/me", headers=as_anna).json()["role"] == "sales"
+    listed = api.get("/api/v1/tasks", headers=as_anna).json()["tasks"]
+    assert [t["id"] for t in listed] == [console.tasks["A1"]]
+    assert api.get("/api/v1/tasks", headers=as_olga).status_code == 403
+    other = api.post(f"/api/v1/tasks/{console.tasks['P1']}/outcome", json={"outcome": "reached"}, headers=as_anna)
+    assert other.status_code == 404                           # pete's task
+    done = api.post(f"/api/v1/tasks/{console.tasks['A1']}/outcome", json={"outcome": "reached"}, headers=as_anna)
+    assert done.status_code == 200 and task_row(engine, console.tasks["A1"]).outcome == "reached"
+    assert api.get("/api/v1/customers/A1/timeline", headers=as_anna).status_code == 403
+    items = api.get("/api/v1/customers/A1/timeline", headers=as_olga).json()["items"]
+    assert {i["kind"] for i in items} >= {"touch", "call_task"}
+    assert [r["action"] for r in api.get("/api/v1/access-log", headers=as_olga).json()["entries"]] == ["timeline"]
+    accounts.revoke_token(engine, anna_token)
+    assert api.get("/api/v1/me", headers=as_anna).status_code == 401
+    with engine.connect() as conn:
+        stored = conn.execute(select(accounts.tokens.c.token_hash)).scalars().all()
+    assert anna not in stored and olga not in stored
+    session = login(console.url, "anna")                       # a session needs the CSRF header for unsafe calls
+    assert session.post(f"/api/v1/tasks/{console.tasks['A1']}/outcome", json={"outcome": "reached"}).status_code == 403
+    schema = api.get("/openapi.json").json()
+    assert "/api/v1/tasks" in schema["paths"] and not [p for p in schema["paths"] if not p.startswith("/api/")]
+    assert "/api/v1/customers/{external_id}/timeline" in api.get("/docs").text

@@ -1,7 +1,8 @@
 """The web application: one FastAPI app built from an engine and settings (kept in ``app.state``, no globals).
 
 Routers per concern: ``webhooks`` (providers and mail clients, their own authentication),
-``auth`` (login, logout), ``console`` (the pages), static files of the console.
+``auth`` (login, logout), ``console`` (the pages), ``api`` (``/api/v1``, its schema at
+``/openapi.json``, described at ``/docs`` without any CDN), static files of the console.
 
 What every route shares lives here: the request-size limit (refused while the body streams in,
 before a handler sees it) and the background sealing of the chains the server writes (consents,
@@ -21,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from crm.ledger.audit import seal
-from touchflow.server import auth, console, webhooks
+from touchflow.server import api, auth, console, webhooks
 from touchflow.server.console.view import HERE, render
 from touchflow.settings import Settings
 
@@ -107,11 +108,18 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
                 await task
             await asyncio.to_thread(_seal_quietly, engine)
 
-    app = FastAPI(title="touchflow", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="touchflow API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
     app.state.engine, app.state.settings = engine, settings
     app.include_router(webhooks.router(engine, settings))
     app.include_router(auth.router(engine, settings))
     app.include_router(console.router(engine, settings))
+    app.include_router(api.router(engine, settings))
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs(request: Request) -> Response:
+        return render(request, "api_docs.html", auth.current(request), schema=app.openapi())
+
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.add_exception_handler(auth.LoginRequired, auth.login_redirect)
     app.add_exception_handler(HTTPException, _error_page)

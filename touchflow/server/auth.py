@@ -109,9 +109,12 @@ def require(permission: str):
 
 
 def signed_in(request: Request) -> Viewer:
-    """A dependency for pages any logged-in user may open (the home page, logout)."""
+    """A dependency for what any logged-in user may open (the home page, logout, ``/api/v1/me``)."""
     viewer = current(request)
     if viewer is None:
+        if _is_api(request):
+            raise HTTPException(401, "log in or send an API token: Authorization: Bearer <token>",
+                                headers={"WWW-Authenticate": "Bearer"})
         raise LoginRequired(request.url.path)
     return viewer
 

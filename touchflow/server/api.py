@@ -1,0 +1,99 @@
+"""The REST API under ``/api/v1``: the console's resources as JSON, for scripts, with the same role rules.
+
+Authenticate with ``Authorization: Bearer <token>`` (``touchflow user token create NAME``) or a
+console session (then unsafe methods need the ``X-CSRF-Token`` header). The schema is at
+``/openapi.json`` and described for people at ``/docs`` (drawn by the server: no CDN).
+Lists are keyset-paged: pass the ``next`` value of one page as ``after`` (or ``before``) of the next.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from crm import timeline
+from crm.ledger import access, calls, runs
+from crm.models import Customer
+from touchflow.server.auth import Viewer, log_access, require, signed_in
+
+customers = Customer.__table__
+
+
+class Outcome(BaseModel):
+    outcome: str
+    callback_on: date | None = None
+    note: str | None = None
+
+
+def _customer_id(engine, external_id: str, viewer: Viewer) -> int:
+    """The record's id; 404 when unknown or, for a rep, not theirs (ids cannot be probed)."""
+    query = select(customers.c.id).where(customers.c.external_id == external_id)
+    if viewer.role == "sales":
+        query = query.where(customers.c.manager_id == (viewer.manager_id or -1))
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    if found is None:
+        raise HTTPException(404, f"no customer {external_id!r}")
+    return found
+
+
+def router(engine, settings) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["api"])
+
+    @api.get("/me")
+    def me(viewer: Viewer = Depends(signed_in)) -> dict[str, Any]:
+        """Who the token or session belongs to."""
+        return {"name": viewer.name, "role": viewer.role, "manager_id": viewer.manager_id}
+
+    @api.get("/tasks")
+    def tasks(after: str | None = None, limit: int = 50, viewer: Viewer = Depends(require("calls.own"))) -> dict:
+        """The caller's open call tasks due today or earlier."""
+        cursor = None
+        if after:
+            due, ident = after.split("_")
+            cursor = (date.fromisoformat(due), int(ident))
+        rows = calls.rep_queue(engine, viewer.manager_id or -1, due=date.today(), after=cursor, limit=min(limit, 500))
+        return {"tasks": rows, "next": f"{rows[-1]['due_on']}_{rows[-1]['id']}" if len(rows) == limit else None}
+
+    @api.post("/tasks/{task_id}/outcome")
+    def outcome(task_id: int, body: Outcome, viewer: Viewer = Depends(require("calls.own"))) -> dict:
+        """Record a call's outcome (reached, no_answer, callback with callback_on, declined, opt_out, wrong_number)."""
+        if calls.task(engine, task_id, manager_id=viewer.manager_id or -1) is None:
+            raise HTTPException(404, f"no call task {task_id} in your queue")
+        try:
+            done = calls.complete(engine, task_id, body.outcome, callback_on=body.callback_on, note=body.note)
+        except calls.TaskError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"task": task_id, "outcome": body.outcome, "touch": done.touch_id, "next_task": done.next_task_id}
+
+    @api.get("/customers/{external_id}/timeline")
+    def customer_timeline(request: Request, external_id: str, before: str | None = None, limit: int = 50,
+                          viewer: Viewer = Depends(require("history.view"))) -> dict:
+        """The person's timeline across their records, newest first (logged in the access log)."""
+        customer_id = _customer_id(engine, external_id, viewer)
+        log_access(request, viewer, "timeline", customer_id)
+        try:
+            page = timeline.timeline(engine, timeline.person_of(engine, customer_id), before=before,
+                                     limit=min(limit, 500))
+        except timeline.CursorError:
+            raise HTTPException(400, "not a cursor of this API: pass the `next` of the previous page") from None
+        return {"items": page.items, "next": page.next}
+
+    @api.get("/access-log")
+    def access_log(after: int | None = None, limit: int = 100,
+                   viewer: Viewer = Depends(require("access_log.view"))) -> dict:
+        """Who viewed, exported or erased whose data (ids only), oldest first."""
+        rows = access.entries(engine, after=after, limit=min(limit, 1000))
+        return {"entries": rows, "next": rows[-1]["id"] if len(rows) == limit else None}
+
+    @api.get("/runs")
+    def recent_runs(campaign: str | None = None, limit: int = 20,
+                    viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
+        """The newest campaign runs with their summaries."""
+        return {"runs": runs.recent(engine, campaign=campaign, limit=min(limit, 200))}
+
+    return api
