@@ -80,6 +80,9 @@ ROUTES = [
     ("POST", "/calls/{task}/outcome", {"sales"}),
     ("GET", "/dashboard", {"marketing", "admin"}),
     ("GET", "/campaigns", {"marketing", "admin"}),
+    ("GET", "/campaigns/winback", {"marketing", "admin"}),
+    ("POST", "/campaigns/winback/dry-run", {"marketing", "admin"}),
+    ("GET", "/templates?template=winback&customer=A1", {"marketing", "admin"}),
     ("GET", "/people?q=A1", {"compliance"}),
     ("GET", "/people/{customer}", {"compliance"}),
     ("GET", "/people/{customer}/export", {"compliance"}),
@@ -247,3 +250,22 @@ def test_the_api_takes_a_token_keeps_the_role_rules_and_is_documented(console, e
     schema = api.get("/openapi.json").json()
     assert "/api/v1/tasks" in schema["paths"] and not [p for p in schema["paths"] if not p.startswith("/api/")]
     assert "/api/v1/customers/{external_id}/timeline" in api.get("/docs").text
+
+
+def test_marketing_previews_a_template_and_a_dry_run_shows_samples_and_contacts_nobody(console, engine):
+    mark = login(console.url, "mark")
+    page = mark.get("/templates", params={"template": "cat_food_offer", "customer": "A1"}).text
+    assert 'data-channel="email"' in page and 'data-channel="sms"' in page and "сегм." in page
+    assert 'sandbox=""' in page                                # the email's HTML cannot run anything
+    assert [r["action"] for r in entries(engine)] == ["card"]  # a customer's data was seen: logged
+    assert "no customer with external id" in mark.get("/templates", params={"template": "winback",
+                                                                              "customer": "NOPE"}).text
+    with engine.connect() as conn:
+        before = conn.execute(select(Touch.__table__.c.id)).all()
+    done = mark.post("/campaigns/winback/dry-run", data={"csrf": csrf(mark, "/campaigns/winback")})
+    assert done.status_code == 303 and done.headers["location"].startswith("/runs/")
+    run = mark.get(done.headers["location"]).text
+    assert 'data-testid="run-status">завершён' in run and "пробный запуск" in run
+    with engine.connect() as conn:
+        assert conn.execute(select(Touch.__table__.c.id)).all() == before   # nobody contacted, nothing recorded
+    assert mark.get(done.headers["location"] + ".json").json()["status"] == "finished"

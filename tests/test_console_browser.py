@@ -83,11 +83,24 @@ def test_compliance_finds_a_person_opens_the_timeline_and_exports_it(browser, si
         ("timeline", site.ids["P1"]), ("export", site.ids["P1"])]
 
 
-def test_marketing_sees_the_dashboard_and_a_rep_is_refused_it(browser, site):  # noqa: F811
+def test_marketing_previews_a_template_and_starts_a_dry_run_a_rep_is_refused(browser, site):  # noqa: F811
     log_in(browser, site.url, "mark")
     assert browser.current_url.endswith("/dashboard")
     assert browser.find_elements(By.CSS_SELECTOR, "svg[data-chart=stacked]")
     screenshot(browser, "dashboard")
+    browser.get(f"{site.url}/templates")
+    Select(browser.find_element(By.ID, "template")).select_by_value("cat_food_offer")
+    browser.find_element(By.ID, "customer").send_keys("A1")
+    browser.find_element(By.ID, "preview").click()
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-testid=part]"))
+    channels = [e.get_attribute("data-channel") for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid=part]")]
+    assert "email" in channels and "sms" in channels
+    screenshot(browser, "template-preview")
+    browser.get(f"{site.url}/campaigns/winback")
+    browser.find_element(By.ID, "dry-run").click()
+    WebDriverWait(browser, 30).until(lambda b: "/runs/" in b.current_url)
+    assert browser.find_element(By.ID, "run-status").text == "завершён"
+    screenshot(browser, "dry-run")
     browser.get(f"{site.url}/campaigns?lang=en")
     names = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "[data-testid=campaigns] td:first-child")]
     assert "cat_food_thanks" in names and "Campaigns" in browser.find_element(By.TAG_NAME, "h1").text

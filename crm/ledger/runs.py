@@ -157,6 +157,13 @@ def live_runs(engine: Engine, campaign: str, now: datetime | None = None) -> lis
             .where(runs.c.campaign == campaign, runs.c.status == "running", runs.c.lease_until >= now))]
 
 
+def one(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    """One run by id, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    return dict(row._mapping) if row else None
+
+
 def recent(engine: Engine, *, campaign: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """The newest runs (of one campaign), newest first."""
     query = select(runs).order_by(runs.c.started_at.desc()).limit(limit)

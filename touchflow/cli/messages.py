@@ -18,14 +18,6 @@ channels_app = typer.Typer(help="Channels and their transports: list, send a tes
 telegram_app = typer.Typer(help="Bind Telegram chats to customers (deep links) and run the bot.", no_args_is_help=True)
 
 
-def _render_for(name: str, channel: str, context: dict):
-    from channels.render import render
-
-    settings = get_settings()
-    return render(name, channel, context, sms_max_segments=settings.sms_max_segments,
-                  sms_over_limit=settings.sms_over_limit)
-
-
 @templates_app.command("list")
 def template_list(as_json: bool = JsonOption) -> None:
     """List message templates, their channels and descriptions."""
@@ -159,25 +151,12 @@ def template_preview(name: str = typer.Argument(..., help="Template folder name.
     offer as a run shows it (valid_until a date; rules such as end_of_month evaluated on that day)."""
     from dataclasses import asdict
 
-    from sqlalchemy import select
-
-    from channels.render.context import contexts_for
-    from channels.render import channels_of, meta
-    from crm.models import Customer
-    from flows.spec import resolve_offer
+    from flows.preview import customer_id_of, preview
 
     today = as_of(day)
     engine = open_database()
-    with engine.connect() as conn:
-        customer_id = conn.execute(select(Customer.__table__.c.id)
-                                   .where(Customer.__table__.c.external_id == customer)).scalar()
-    if customer_id is None:
-        raise NotFound(f"no customer with external id {customer!r}")
-    parts = [channel] if channel else channels_of(name)
-    offer = resolve_offer(meta(name).get("offer", {}), {}, today, template=name, campaign="template preview")
-    context = contexts_for(engine, [customer_id], offer=offer, company=get_settings().company_name,
-                           as_of=today)[customer_id]
-    rendered = [_render_for(name, c, context) for c in parts]
+    offer, rendered = preview(engine, name, customer_id_of(engine, customer), day=today, settings=get_settings(),
+                              channels=[channel] if channel else None)
     if as_json:
         print_json({"template": name, "customer": customer, "as_of": today.isoformat(),
                     "offer_valid_until": offer["valid_until"].isoformat() if offer.get("valid_until") else None,

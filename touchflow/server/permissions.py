@@ -1,7 +1,7 @@
 """What each role may do: one table, read by ``auth.require`` on every route of the console and the API.
 
     sales        their own call tasks and the cards of their own customers (others: 404)
-    marketing    the dashboard, campaigns and runs, templates, segments
+    marketing    the dashboard, campaigns and runs (and dry runs: they contact nobody), template previews
     compliance   people, timelines, consents, history search, reports, exports, erasure, the access log
     admin        users, and everything marketing sees
 
@@ -12,7 +12,7 @@ accounts and can give someone the compliance role, but does not hold it by defau
 from __future__ import annotations
 
 SALES = frozenset({"calls.own", "customers.own"})
-MARKETING = frozenset({"dashboard.view", "campaigns.view", "templates.view", "segments.view"})
+MARKETING = frozenset({"dashboard.view", "campaigns.view", "campaigns.dry_run", "templates.view", "segments.view"})
 COMPLIANCE = frozenset({"customers.view", "history.view", "consents.view", "reports.view", "export", "erase",
                         "access_log.view"})
 ADMIN = MARKETING | {"users.manage"}
