@@ -88,6 +88,9 @@ ROUTES = [
     ("GET", "/people/{customer}/export", {"compliance"}),
     ("GET", "/people/{customer}/erase", {"compliance"}),
     ("POST", "/people/{customer}/erase", {"compliance"}),
+    ("GET", "/history?text=A1", {"compliance"}),
+    ("GET", "/history.csv?text=A1", {"compliance"}),
+    ("GET", "/reports", {"compliance"}),
     ("GET", "/access-log", {"compliance"}),
     ("GET", "/access-log.csv", {"compliance"}),
     ("GET", "/users", {"admin"}),
@@ -269,3 +272,21 @@ def test_marketing_previews_a_template_and_a_dry_run_shows_samples_and_contacts_
     with engine.connect() as conn:
         assert conn.execute(select(Touch.__table__.c.id)).all() == before   # nobody contacted, nothing recorded
     assert mark.get(done.headers["location"] + ".json").json()["status"] == "finished"
+
+
+def test_compliance_searches_the_history_exports_it_and_reads_the_report_and_verify(console, engine):
+    anna = login(console.url, "anna")
+    for task in console.tasks.values():
+        if task == console.tasks["A1"]:
+            anna.post(f"/calls/{task}/outcome", data={"outcome": "opt_out", "csrf": csrf(anna, f"/calls/{task}")})
+    olga = login(console.url, "olga")
+    found = olga.get("/history", params={"text": "+7 916 000-00-01", "channel": "call"}).text
+    assert found.count('data-kind="touch"') == 1 and f'href="/people/{console.ids["A1"]}"' in found
+    assert "history.csv?text=%2B7+916+000-00-01&amp;channel=call" in found
+    exported = olga.get("/history.csv", params={"text": "A1"})
+    lines = exported.text.splitlines()
+    assert lines[0] == "at,kind,title,customer_id,detail" and len(lines) == 2 and ",touch,touch.delivered," in lines[1]
+    assert olga.get("/history", params={"since": "yesterday"}).status_code == 400
+    report = olga.get("/reports", params={"verify": "true"}).text
+    assert 'data-testid="intact"' in report and 'data-testid="checked">1<' in report
+    assert [r["action"] for r in entries(engine)] == ["history", "export"]

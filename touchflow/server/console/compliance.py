@@ -1,10 +1,15 @@
-"""Compliance pages: find a person, their timeline across records, subject-access export, erasure, the access log.
+"""Compliance pages: people, timelines, history search, the compliance report and verify, export, erasure, access log.
 
 Each view of a person's data, each export and each erasure is written to the access log before
 the data is read (``auth.log_access``); the log itself is readable here and downloadable as CSV.
 """
 
 from __future__ import annotations
+
+import csv
+import io
+from urllib.parse import urlencode
+from datetime import date, datetime, time, timezone
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -19,6 +24,38 @@ from touchflow.server.console.view import render
 
 customers = Customer.__table__
 PAGE = 50
+CSV_ROWS = 100_000
+FILTERS = ("text", "channel", "status", "campaign", "since", "until")
+
+
+def _bound(value: str, end: bool) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(400, f"{value!r} is not a date: use YYYY-MM-DD") from None
+    return datetime.combine(day, time.max if end else time.min, tzinfo=timezone.utc)
+
+
+def _search(engine, params: dict[str, str], after: str | None, limit: int) -> timeline.Page:
+    try:
+        return timeline.search(engine, text=params["text"] or None, channel=params["channel"] or None,
+                               status=params["status"] or None, campaign=params["campaign"] or None,
+                               since=_bound(params["since"], False), until=_bound(params["until"], True),
+                               after=after, limit=limit)
+    except timeline.CursorError:
+        raise HTTPException(400, "a broken page link: start from the newest page") from None
+
+
+def _csv(items: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["at", "kind", "title", "customer_id", "detail"])
+    for item in items:
+        detail = "; ".join(f"{k}={v}" for k, v in item["detail"].items() if v not in (None, ""))
+        writer.writerow([item["at"].isoformat(), item["kind"], item["title"], item["customer_id"], detail])
+    return out.getvalue()
 
 
 def routes(engine, settings) -> APIRouter:
@@ -79,6 +116,45 @@ def routes(engine, settings) -> APIRouter:
         log_access(request, viewer, "erasure", customer_id, detail=reason)
         privacy.erase(engine, record["external_id"], reason)
         return RedirectResponse(f"/people/{customer_id}", status_code=303)
+
+    @router.get("/history")
+    def history(request: Request, after: str | None = None, viewer: Viewer = Depends(require("history.view"))
+                ) -> Response:
+        params = {name: request.query_params.get(name, "").strip() for name in FILTERS}
+        page = None
+        if any(params.values()):
+            _bound(params["since"], False), _bound(params["until"], True)  # refuse bad dates before logging
+            log_access(request, viewer, "history", detail="search: " + ", ".join(k for k, v in params.items() if v))
+            page = _search(engine, params, after, PAGE)
+        query = urlencode({k: v for k, v in params.items() if v})
+        return render(request, "history.html", viewer, params=params, page=page, query=query)
+
+    @router.get("/history.csv")
+    def history_csv(request: Request, viewer: Viewer = Depends(require("export"))) -> Response:
+        params = {name: request.query_params.get(name, "").strip() for name in FILTERS}
+        _bound(params["since"], False), _bound(params["until"], True)
+        log_access(request, viewer, "export", detail="history search: " + ", ".join(k for k, v in params.items() if v))
+        items, after = [], None
+        while len(items) < CSV_ROWS:
+            page = _search(engine, params, after, 500)
+            items += page.items
+            if page.next is None:
+                break
+            after = page.next
+        return Response(_csv(items), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="history.csv"'})
+
+    @router.get("/reports")
+    def reports(request: Request, since: str = "", until: str = "", verify: bool = False,
+                viewer: Viewer = Depends(require("reports.view"))) -> Response:
+        from crm.ledger.audit import verify as verify_history
+        from crm.ledger.compliance import check
+        from crm.ledger.policy import Policy
+
+        report = check(engine, since=_bound(since, False), until=_bound(until, True),
+                       policy=Policy(default_timezone=settings.default_timezone)).to_dict()
+        verified = verify_history(engine) if verify else None
+        return render(request, "reports.html", viewer, report=report, verified=verified, since=since, until=until)
 
     @router.get("/access-log")
     def access_log(request: Request, after: int | None = None,
