@@ -39,6 +39,9 @@ def build(engine, tmp_path) -> tuple[dict[str, int], dict[str, int]]:
     import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "phone", "manager"], [
         ["A1", "Алиса Анина", "+79160000001", "ivanova"], ["P1", "Павел Петин", "+79160000002", "petrov"],
         ["X1", EVIL, "+79160000003", "ivanova"]]))
+    import_file(engine, "purchases", write_csv(tmp_path / "p.csv", ["customer", "date", "product", "category",
+                                                                   "quantity", "amount"],
+                                               [["A1", "2026-10-01", "Интернет 100 Мбит/с", "internet", "1", "600"]]))
     with engine.connect() as conn:
         ids = dict(conn.execute(select(Customer.__table__.c.external_id, Customer.__table__.c.id)).all())
     tasks = {ext: calls.create_task(engine, touch_id=None, customer_id=ids[ext], person_id=ids[ext],

@@ -78,6 +78,7 @@ ROUTES = [
     ("GET", "/calls", {"sales"}),
     ("GET", "/calls/{task}", {"sales"}),
     ("POST", "/calls/{task}/outcome", {"sales"}),
+    ("POST", "/calls/{task}/document", {"sales"}),
     ("GET", "/dashboard", {"marketing", "admin"}),
     ("GET", "/campaigns", {"marketing", "admin"}),
     ("GET", "/campaigns/winback", {"marketing", "admin"}),
@@ -289,4 +290,28 @@ def test_compliance_searches_the_history_exports_it_and_reads_the_report_and_ver
     assert olga.get("/history", params={"since": "yesterday"}).status_code == 400
     report = olga.get("/reports", params={"verify": "true"}).text
     assert 'data-testid="intact"' in report and 'data-testid="checked">1<' in report
-    assert [r["action"] for r in entries(engine)] == ["history", "export"]
+    assert [r["action"] for r in entries(engine) if r["username"] == "olga"] == ["history", "export"]
+
+
+def test_a_rep_sees_the_card_beside_the_script_and_downloads_a_proposal_recorded_in_the_history(console, engine,
+                                                                                               tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    monkeypatch.chdir(tmp_path)                                  # the documents go to outbox/documents here
+    anna = login(console.url, "anna")
+    task = console.tasks["A1"]
+    page = anna.get(f"/calls/{task}").text
+    assert 'data-testid="card"' in page and "Алиса Анина · A1" in page
+    token = csrf(anna, f"/calls/{task}")
+    got = anna.post(f"/calls/{task}/document", data={"kind": "proposal", "csrf": token})
+    assert got.status_code == 200 and zipfile.ZipFile(io.BytesIO(got.content)).testzip() is None
+    assert "attachment" in got.headers["content-disposition"]
+    assert login(console.url, "pete").post(f"/calls/{task}/document", data={"kind": "proposal", "csrf": token}
+                                           ).status_code in (403, 404)
+    assert anna.post(f"/calls/{task}/document", data={"kind": "nothing", "csrf": token}).status_code == 400
+    with engine.connect() as conn:
+        channels = conn.execute(select(Touch.__table__.c.channel).where(
+            Touch.__table__.c.customer_id == console.ids["A1"])).scalars().all()
+    assert channels == ["document"]
+    assert {r["action"] for r in entries(engine)} == {"card"}

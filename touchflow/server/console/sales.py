@@ -1,4 +1,5 @@
-"""The sales rep's pages: today's call queue, and a call with its script and the outcome form.
+"""The sales rep's pages: today's call queue; a call with its script, the customer's card and the outcome form;
+a proposal or contract generated from the card and downloaded.
 
 A rep sees only their own tasks: another rep's task answers 404, as one that does not exist.
 Outcomes are recorded through the ledger (``crm.ledger.calls.complete``), as the CLI records them.
@@ -8,11 +9,16 @@ from __future__ import annotations
 
 from datetime import date
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from pathlib import Path
 
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from crm.cards import customer_card
 from crm.ledger import calls
-from touchflow.server.auth import Viewer, require
+from crm.models import Customer
+from touchflow.server.auth import Viewer, log_access, require
 from touchflow.server.console.view import render
 
 PAGE = 50
@@ -44,9 +50,35 @@ def routes(engine, settings) -> APIRouter:
             raise HTTPException(404, f"no call task {task_id} in your queue")
         return found
 
+    def card_of(request: Request, viewer: Viewer, task: dict) -> dict:
+        log_access(request, viewer, "card", task["customer_id"], detail=f"call task {task['id']}")
+        with engine.connect() as conn:
+            external = conn.execute(select(Customer.__table__.c.external_id)
+                                    .where(Customer.__table__.c.id == task["customer_id"])).scalar()
+        return customer_card(engine, external)
+
     @router.get("/calls/{task_id}")
     def task_page(request: Request, task_id: int, viewer: Viewer = Depends(require("calls.own"))) -> Response:
-        return render(request, "task.html", viewer, task=own(task_id, viewer), outcomes=calls.OUTCOMES)
+        task = own(task_id, viewer)
+        return render(request, "task.html", viewer, task=task, outcomes=calls.OUTCOMES,
+                      card=card_of(request, viewer, task))
+
+    @router.post("/calls/{task_id}/document")
+    def document(request: Request, task_id: int, kind: str = Form("proposal"),
+                 viewer: Viewer = Depends(require("calls.own"))) -> Response:
+        """Write a proposal or contract for the task's customer (a touch in the history) and download it."""
+        from documents.proposals import DocumentError, document_templates, generate
+
+        if kind not in document_templates():
+            raise HTTPException(400, f"no document template {kind!r}; one of: {', '.join(document_templates())}")
+        card = card_of(request, viewer, own(task_id, viewer))
+        try:
+            done = generate(engine, kind, card["customer"]["external_id"], company=settings.company_name,
+                            out_dir=Path(settings.outbox_dir) / "documents", settings=settings)
+        except DocumentError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return FileResponse(done.path, filename=done.path.name, media_type=(
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"))
 
     @router.post("/calls/{task_id}/outcome")
     def outcome(request: Request, task_id: int, outcome: str = Form(...), callback_on: str = Form(""),
@@ -57,7 +89,7 @@ def routes(engine, settings) -> APIRouter:
             calls.complete(engine, task_id, outcome, callback_on=when, note=note or None)
         except (ValueError, calls.TaskError) as exc:
             return render(request, "task.html", viewer, task=task, outcomes=calls.OUTCOMES, error=str(exc),
-                          status_code=400)
+                          card=card_of(request, viewer, task), status_code=400)
         return RedirectResponse("/calls", status_code=303)
 
     return router
