@@ -21,7 +21,7 @@ from segments.library import Segment, load_library
 from segments.rules import Rule, SegmentError, parse_rule
 
 __all__ = ["Segment", "SegmentError", "load_library", "parse_rule", "resolve", "count", "customer_ids", "preview",
-           "compiled_sql"]
+           "compiled_sql", "why"]
 
 customers = Customer.__table__
 
@@ -158,3 +158,22 @@ def preview(engine: Engine, rule: Rule, *, limit: int = 10, as_of: date | None =
             item["due"] = needs[row.id]
         sample.append(item)
     return {"count": total, "as_of": as_of, "sample": sample}
+
+
+def why(item: dict[str, Any]) -> list[str]:
+    """Why a previewed customer matched, in short phrases: attributes, due needs, RFM or statistics, birthday."""
+    reasons = []
+    if "attributes" in item:
+        reasons.append(", ".join(f"{k}={v}" for k, v in item["attributes"].items()))
+    for need in item.get("due", []):
+        reasons.append(f"{need['basis']} {need['key']}: due {need['due_on']} (last {need['last_on']}, "
+                       + (f"{need['avg_daily_use']:.2f}/day" if need["avg_daily_use"] else
+                          f"every {need['interval_days']} days, {need['interval_source']}") + ")")
+    if "rfm" in item:
+        reasons.append(f"RFM {item['rfm']['r']}{item['rfm']['f']}{item['rfm']['m']} {item['rfm']['group']}")
+    elif "stats" in item:
+        reasons.append(f"last purchase {item['stats']['last_purchase_on']}, {item['stats']['purchase_count']} "
+                       f"purchases, AIPT {item['stats']['aipt_days']}")
+    if item.get("birthday"):
+        reasons.append(f"birthday {item['birthday']}")
+    return reasons

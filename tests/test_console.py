@@ -84,6 +84,7 @@ ROUTES = [
     ("GET", "/campaigns/winback", {"marketing", "admin"}),
     ("POST", "/campaigns/winback/dry-run", {"marketing", "admin"}),
     ("GET", "/templates?template=winback&customer=A1", {"marketing", "admin"}),
+    ("GET", "/segments?name=lapsed_customers", {"marketing", "admin"}),
     ("GET", "/people?q=A1", {"compliance"}),
     ("GET", "/people/{customer}", {"compliance"}),
     ("GET", "/people/{customer}/export", {"compliance"}),
@@ -91,6 +92,7 @@ ROUTES = [
     ("POST", "/people/{customer}/erase", {"compliance"}),
     ("GET", "/history?text=A1", {"compliance"}),
     ("GET", "/history.csv?text=A1", {"compliance"}),
+    ("GET", "/history.xlsx?text=A1", {"compliance"}),
     ("GET", "/reports", {"compliance"}),
     ("GET", "/access-log", {"compliance"}),
     ("GET", "/access-log.csv", {"compliance"}),
@@ -315,3 +317,44 @@ def test_a_rep_sees_the_card_beside_the_script_and_downloads_a_proposal_recorded
             Touch.__table__.c.customer_id == console.ids["A1"])).scalars().all()
     assert channels == ["document"]
     assert {r["action"] for r in entries(engine)} == {"card"}
+
+
+def test_segment_preview_counts_samples_and_says_why(console, engine):
+    mark = login(console.url, "mark")
+    page = mark.get("/segments", params={"name": "email_marketing_ok"}).text
+    assert 'data-testid="segment-count">' in page
+    assert mark.get("/segments", params={"name": "no_such_segment"}).status_code == 200
+    assert "no_such_segment" in mark.get("/segments", params={"name": "no_such_segment"}).text
+    assert [r["detail"] for r in entries(engine)][:1] == ["segment preview email_marketing_ok"]
+
+
+def test_history_exports_as_excel(console, engine):
+    import io
+
+    from openpyxl import load_workbook
+
+    anna = login(console.url, "anna")
+    task = console.tasks["A1"]
+    anna.post(f"/calls/{task}/outcome", data={"outcome": "reached", "csrf": csrf(anna, f"/calls/{task}")})
+    got = login(console.url, "olga").get("/history.xlsx", params={"text": "A1"})
+    rows = list(load_workbook(io.BytesIO(got.content)).active.values)
+    assert rows[0] == ("at", "kind", "title", "customer_id", "detail") and rows[1][2] == "touch.delivered"
+    assert login(console.url, "olga").get("/history.pdf").status_code == 404
+
+
+def test_the_api_serves_cards_consents_reports_and_campaigns_by_role(console, engine):
+    tokens = {name: accounts.create_token(engine, name)[1] for name in ("anna", "olga", "mark")}
+    api = {name: httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {t}"})
+           for name, t in tokens.items()}
+    assert api["olga"].get("/api/v1/customers/P1").json()["customer"]["name"] == "Павел Петин"
+    assert api["anna"].get("/api/v1/customers/A1").status_code == 200
+    assert api["anna"].get("/api/v1/customers/P1").status_code == 404     # another rep's customer
+    assert api["mark"].get("/api/v1/customers/A1").status_code == 403
+    assert api["olga"].get("/api/v1/customers/A1/consents").json() == {"consents": []}
+    report = api["olga"].get("/api/v1/reports/compliance").json()
+    assert report["total"] == 0 and "counts" in report
+    assert api["mark"].get("/api/v1/reports/compliance").status_code == 403
+    names = [c["name"] for c in api["mark"].get("/api/v1/campaigns").json()["campaigns"]]
+    assert "cat_food_thanks" in names
+    assert [(r["username"], r["action"]) for r in entries(engine)] == [
+        ("olga", "card"), ("anna", "card"), ("olga", "consents")]

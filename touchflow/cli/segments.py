@@ -62,7 +62,7 @@ def segment_preview(name: str = typer.Argument(..., help="Segment name."),
                     limit: int = typer.Option(10, "--limit", min=0, help="How many customers to show."),
                     as_of: Optional[str] = AsOfOption, as_json: bool = JsonOption) -> None:
     """Count a segment and show a sample with the attributes, statistics and due needs that matched."""
-    from segments import preview
+    from segments import preview, why
 
     rule, library = segment_rule(name)
     result = preview(open_database(), rule, limit=limit, as_of=as_of_date(as_of), library=library)
@@ -74,21 +74,8 @@ def segment_preview(name: str = typer.Argument(..., help="Segment name."),
     for column in ("customer", "name", "region", "manager", "why"):
         table.add_column(column)
     for item in result["sample"]:
-        why = []
-        if "attributes" in item:
-            why.append(", ".join(f"{k}={v}" for k, v in item["attributes"].items()))
-        for need in item.get("due", []):
-            why.append(f"{need['basis']} {need['key']}: due {need['due_on']} (last {need['last_on']}, "
-                       + (f"{need['avg_daily_use']:.2f}/day" if need["avg_daily_use"] else
-                          f"every {need['interval_days']} days, {need['interval_source']}") + ")")
-        if "rfm" in item:
-            why.append(f"RFM {item['rfm']['r']}{item['rfm']['f']}{item['rfm']['m']} {item['rfm']['group']}")
-        elif "stats" in item:
-            why.append(f"last purchase {item['stats']['last_purchase_on']}, {item['stats']['purchase_count']} "
-                       f"purchases, AIPT {item['stats']['aipt_days']}")
-        if item.get("birthday"):
-            why.append(f"birthday {item['birthday']}")
-        table.add_row(item["external_id"], item["name"], item["region"] or "", item["manager"] or "", "; ".join(why))
+        table.add_row(item["external_id"], item["name"], item["region"] or "", item["manager"] or "",
+                      "; ".join(why(item)))
     console.print(table)
 
 

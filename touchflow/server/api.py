@@ -8,7 +8,7 @@ Lists are keyset-paged: pass the ``next`` value of one page as ``after`` (or ``b
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from crm import timeline
+from crm.cards import customer_card
 from crm.ledger import access, calls, runs
 from crm.models import Customer
 from touchflow.server.auth import Viewer, log_access, require, signed_in
@@ -70,6 +71,21 @@ def router(engine, settings) -> APIRouter:
             raise HTTPException(400, str(exc)) from None
         return {"task": task_id, "outcome": body.outcome, "touch": done.touch_id, "next_task": done.next_task_id}
 
+    @api.get("/customers/{external_id}")
+    def customer(request: Request, external_id: str,
+                 viewer: Viewer = Depends(require("customers.view", "customers.own"))) -> dict:
+        """A customer's card: fields, addresses, consents, purchases, visits, touches (compliance; a rep: own only)."""
+        customer_id = _customer_id(engine, external_id, viewer)
+        log_access(request, viewer, "card", customer_id)
+        return customer_card(engine, external_id)
+
+    @api.get("/customers/{external_id}/consents")
+    def consents(request: Request, external_id: str, viewer: Viewer = Depends(require("consents.view"))) -> dict:
+        """The consent ledger entries of the record, oldest first."""
+        customer_id = _customer_id(engine, external_id, viewer)
+        log_access(request, viewer, "consents", customer_id)
+        return {"consents": customer_card(engine, external_id)["consents"]}
+
     @api.get("/customers/{external_id}/timeline")
     def customer_timeline(request: Request, external_id: str, before: str | None = None, limit: int = 50,
                           viewer: Viewer = Depends(require("history.view"))) -> dict:
@@ -89,6 +105,25 @@ def router(engine, settings) -> APIRouter:
         """Who viewed, exported or erased whose data (ids only), oldest first."""
         rows = access.entries(engine, after=after, limit=min(limit, 1000))
         return {"entries": rows, "next": rows[-1]["id"] if len(rows) == limit else None}
+
+    @api.get("/reports/compliance")
+    def compliance_report(since: date | None = None, until: date | None = None,
+                          viewer: Viewer = Depends(require("reports.view"))) -> dict:
+        """Violations per rule with examples (touch and customer ids), as `touchflow compliance report`."""
+        from crm.ledger.compliance import check
+        from crm.ledger.policy import Policy
+
+        bound = (lambda d, t: datetime.combine(d, t, tzinfo=timezone.utc) if d else None)
+        return check(engine, since=bound(since, time.min), until=bound(until, time.max),
+                     policy=Policy(default_timezone=settings.default_timezone)).to_dict()
+
+    @api.get("/campaigns")
+    def campaigns(viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
+        """The project's campaign specs."""
+        from flows.spec import campaign_files, load_spec
+        from touchflow.settings import campaigns_dir
+
+        return {"campaigns": [load_spec(path).model_dump(mode="json") for path in campaign_files(campaigns_dir())]}
 
     @api.get("/runs")
     def recent_runs(campaign: str | None = None, limit: int = 20,

@@ -90,8 +90,8 @@ async def _check_csrf(request: Request, viewer: Viewer) -> None:
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and submit the form again")
 
 
-def require(permission: str):
-    """A dependency: the request's viewer, who must hold ``permission`` (see the module docstring)."""
+def require(*permissions: str):
+    """A dependency: the request's viewer, who must hold one of ``permissions`` (see the module docstring)."""
 
     async def dependency(request: Request) -> Viewer:
         viewer = current(request)
@@ -100,8 +100,8 @@ def require(permission: str):
                 raise HTTPException(401, "log in or send an API token: Authorization: Bearer <token>",
                                     headers={"WWW-Authenticate": "Bearer"})
             raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        if not allows(viewer.role, permission):
-            raise HTTPException(403, f"the {viewer.role} role may not do this ({permission})")
+        if not any(allows(viewer.role, permission) for permission in permissions):
+            raise HTTPException(403, f"the {viewer.role} role may not do this ({' or '.join(permissions)})")
         await _check_csrf(request, viewer)
         return viewer
 

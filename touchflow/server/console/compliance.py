@@ -48,14 +48,37 @@ def _search(engine, params: dict[str, str], after: str | None, limit: int) -> ti
         raise HTTPException(400, "a broken page link: start from the newest page") from None
 
 
-def _csv(items: list[dict]) -> str:
+HEADER = ["at", "kind", "title", "customer_id", "detail"]
+
+
+def _rows(items: list[dict]) -> list[list]:
+    return [[item["at"].isoformat(), item["kind"], item["title"], item["customer_id"],
+             "; ".join(f"{k}={v}" for k, v in item["detail"].items() if v not in (None, ""))] for item in items]
+
+
+def _csv(items: list[dict]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["at", "kind", "title", "customer_id", "detail"])
-    for item in items:
-        detail = "; ".join(f"{k}={v}" for k, v in item["detail"].items() if v not in (None, ""))
-        writer.writerow([item["at"].isoformat(), item["kind"], item["title"], item["customer_id"], detail])
+    writer.writerow(HEADER)
+    writer.writerows(_rows(items))
+    return out.getvalue().encode("utf-8")
+
+
+def _xlsx(items: list[dict]) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("history")
+    sheet.append(HEADER)
+    for row in _rows(items):
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
     return out.getvalue()
+
+
+EXPORTS = {"csv": (_csv, "text/csv; charset=utf-8"),
+           "xlsx": (_xlsx, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")}
 
 
 def routes(engine, settings) -> APIRouter:
@@ -129,8 +152,10 @@ def routes(engine, settings) -> APIRouter:
         query = urlencode({k: v for k, v in params.items() if v})
         return render(request, "history.html", viewer, params=params, page=page, query=query)
 
-    @router.get("/history.csv")
-    def history_csv(request: Request, viewer: Viewer = Depends(require("export"))) -> Response:
+    @router.get("/history.{fmt}")
+    def history_export(request: Request, fmt: str, viewer: Viewer = Depends(require("export"))) -> Response:
+        if fmt not in EXPORTS:
+            raise HTTPException(404, f"no export as {fmt!r}: use .csv or .xlsx")
         params = {name: request.query_params.get(name, "").strip() for name in FILTERS}
         _bound(params["since"], False), _bound(params["until"], True)
         log_access(request, viewer, "export", detail="history search: " + ", ".join(k for k, v in params.items() if v))
@@ -141,8 +166,9 @@ def routes(engine, settings) -> APIRouter:
             if page.next is None:
                 break
             after = page.next
-        return Response(_csv(items), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="history.csv"'})
+        write, media = EXPORTS[fmt]
+        return Response(write(items), media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="history.{fmt}"'})
 
     @router.get("/reports")
     def reports(request: Request, since: str = "", until: str = "", verify: bool = False,

@@ -99,6 +99,25 @@ def routes(engine, settings) -> APIRouter:
     def run_page(request: Request, run_id: str, viewer: Viewer = Depends(require("campaigns.view"))) -> Response:
         return render(request, "run.html", viewer, run=run_of(run_id))
 
+    @router.get("/segments")
+    def segments_page(request: Request, name: str = "", day: str = "",
+                      viewer: Viewer = Depends(require("segments.view"))) -> Response:
+        from segments import SegmentError, load_library, preview, resolve, why
+
+        library = load_library()
+        result, error = None, None
+        if name:
+            try:
+                on = date.fromisoformat(day) if day else date.today()
+                log_access(request, viewer, "customers", detail=f"segment preview {name}")
+                result = preview(engine, resolve(name, library), limit=20, as_of=on, library=library)
+                for item in result["sample"]:
+                    item["why"] = "; ".join(why(item))
+            except (SegmentError, ValueError) as exc:
+                error = str(exc)
+        return render(request, "segments.html", viewer, library=library, chosen=name, day=day, result=result,
+                      error=error)
+
     @router.get("/templates")
     def templates(request: Request, template: str = "", customer: str = "", day: str = "",
                   viewer: Viewer = Depends(require("templates.view"))) -> Response:
