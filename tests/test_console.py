@@ -358,3 +358,40 @@ def test_the_api_serves_cards_consents_reports_and_campaigns_by_role(console, en
     assert "cat_food_thanks" in names
     assert [(r["username"], r["action"]) for r in entries(engine)] == [
         ("olga", "card"), ("anna", "card"), ("olga", "consents")]
+
+
+def test_the_access_log_filters_by_user_record_action_and_keeps_them_in_its_csv(console, engine):
+    olga = login(console.url, "olga")
+    olga.get(f"/people/{console.ids['A1']}")
+    olga.get(f"/people/{console.ids['P1']}")
+    olga.get(f"/people/{console.ids['P1']}/export")
+    page = olga.get("/access-log", params={"customer": console.ids["P1"], "action": "export"}).text
+    assert page.count("<td>olga (compliance)</td>") == 1
+    assert f"/access-log.csv?customer={console.ids['P1']}&amp;action=export" in page
+    rows = olga.get("/access-log.csv", params={"user": "olga", "action": "timeline"}).text.splitlines()
+    assert len(rows) == 3 and all(",timeline," in row for row in rows[1:])
+    assert olga.get("/access-log", params={"action": "peek"}).status_code == 400
+
+
+def test_a_reps_today_is_the_business_days_not_the_servers(engine, tmp_path):
+    """The queue holds the calls due in the configured zone's today, wherever the server's clock is."""
+    from datetime import datetime, timezone
+
+    from crm.ledger import calls
+    from touchflow.server.console.view import today_in
+
+    # a zone whose date differs from UTC's right now: UTC+14 from 10:00 UTC, UTC-11 before 11:00 UTC
+    zone = "Pacific/Kiritimati" if datetime.now(timezone.utc).hour >= 10 else "Pacific/Pago_Pago"
+    ids, _ = console_base.build(engine, tmp_path)
+    local = today_in(zone)
+    assert local != datetime.now(timezone.utc).date()
+    due = {calls.create_task(engine, touch_id=None, customer_id=ids["A1"], person_id=ids["A1"], phone="+79160000001",
+                             script="", campaign="zone", offer=None, due_on=day): day
+           for day in (local, local + timedelta(days=1))}
+    url, stop = console_base.serve(engine, Settings(default_timezone=zone))
+    try:
+        queue = login(url, "anna").get("/calls").text
+    finally:
+        stop()
+    shown = {task for task in due if f'data-task="{task}"' in queue}
+    assert shown == {task for task, day in due.items() if day == local}

@@ -20,6 +20,7 @@ from crm.cards import customer_card
 from crm.ledger import access, calls, runs
 from crm.models import Customer
 from touchflow.server.auth import Viewer, log_access, require, signed_in
+from touchflow.server.console.view import today_in
 
 customers = Customer.__table__
 
@@ -57,7 +58,8 @@ def router(engine, settings) -> APIRouter:
         if after:
             due, ident = after.split("_")
             cursor = (date.fromisoformat(due), int(ident))
-        rows = calls.rep_queue(engine, viewer.manager_id or -1, due=date.today(), after=cursor, limit=min(limit, 500))
+        rows = calls.rep_queue(engine, viewer.manager_id or -1, due=today_in(settings.default_timezone),
+                               after=cursor, limit=min(limit, 500))
         return {"tasks": rows, "next": f"{rows[-1]['due_on']}_{rows[-1]['id']}" if len(rows) == limit else None}
 
     @api.post("/tasks/{task_id}/outcome")
@@ -66,7 +68,8 @@ def router(engine, settings) -> APIRouter:
         if calls.task(engine, task_id, manager_id=viewer.manager_id or -1) is None:
             raise HTTPException(404, f"no call task {task_id} in your queue")
         try:
-            done = calls.complete(engine, task_id, body.outcome, callback_on=body.callback_on, note=body.note)
+            done = calls.complete(engine, task_id, body.outcome, callback_on=body.callback_on, note=body.note,
+                                  today=today_in(settings.default_timezone))
         except calls.TaskError as exc:
             raise HTTPException(400, str(exc)) from None
         return {"task": task_id, "outcome": body.outcome, "touch": done.touch_id, "next_task": done.next_task_id}

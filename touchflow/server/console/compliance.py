@@ -182,16 +182,30 @@ def routes(engine, settings) -> APIRouter:
         verified = verify_history(engine) if verify else None
         return render(request, "reports.html", viewer, report=report, verified=verified, since=since, until=until)
 
+    def log_filters(request: Request) -> dict:
+        q = request.query_params
+        try:
+            customer = int(q["customer"]) if q.get("customer") else None
+        except ValueError:
+            raise HTTPException(400, "customer: a record id (a number)") from None
+        if q.get("action") and q["action"] not in access.ACTIONS:
+            raise HTTPException(400, f"action: one of {', '.join(access.ACTIONS)}")
+        return {"username": q.get("user") or None, "customer_id": customer, "action": q.get("action") or None,
+                "since": _bound(q.get("since", ""), False), "until": _bound(q.get("until", ""), True)}
+
     @router.get("/access-log")
     def access_log(request: Request, after: int | None = None,
                    viewer: Viewer = Depends(require("access_log.view"))) -> Response:
-        rows = access.entries(engine, after=after, limit=PAGE)
+        rows = access.entries(engine, after=after, limit=PAGE, **log_filters(request))
         next_after = rows[-1]["id"] if len(rows) == PAGE else None
-        return render(request, "access_log.html", viewer, rows=rows, next_after=next_after)
+        query = urlencode({k: v for k, v in request.query_params.items() if k != "after" and v})
+        return render(request, "access_log.html", viewer, rows=rows, next_after=next_after, query=query,
+                      filters=request.query_params, actions=access.ACTIONS)
 
     @router.get("/access-log.csv")
     def access_log_csv(request: Request, viewer: Viewer = Depends(require("access_log.view"))) -> Response:
-        return Response(access.to_csv(access.entries(engine, limit=1_000_000)), media_type="text/csv",
+        rows = access.entries(engine, limit=1_000_000, **log_filters(request))
+        return Response(access.to_csv(rows), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="access-log.csv"'})
 
     return router

@@ -19,7 +19,7 @@ from crm.cards import customer_card
 from crm.ledger import calls
 from crm.models import Customer
 from touchflow.server.auth import Viewer, log_access, require
-from touchflow.server.console.view import render
+from touchflow.server.console.view import render, today_in
 
 PAGE = 50
 
@@ -39,7 +39,7 @@ def routes(engine, settings) -> APIRouter:
 
     @router.get("/calls")
     def queue(request: Request, after: str | None = None, viewer: Viewer = Depends(require("calls.own"))) -> Response:
-        today = date.today()
+        today = today_in(settings.default_timezone)
         tasks = calls.rep_queue(engine, viewer.manager_id or -1, due=today, after=_cursor(after), limit=PAGE)
         next_after = f"{tasks[-1]['due_on']}_{tasks[-1]['id']}" if len(tasks) == PAGE else None
         return render(request, "calls.html", viewer, tasks=tasks, today=today, next_after=next_after)
@@ -86,7 +86,8 @@ def routes(engine, settings) -> APIRouter:
         task = own(task_id, viewer)
         try:
             when = date.fromisoformat(callback_on) if callback_on else None
-            calls.complete(engine, task_id, outcome, callback_on=when, note=note or None)
+            calls.complete(engine, task_id, outcome, callback_on=when, note=note or None,
+                           today=today_in(settings.default_timezone))
         except (ValueError, calls.TaskError) as exc:
             return render(request, "task.html", viewer, task=task, outcomes=calls.OUTCOMES, error=str(exc),
                           card=card_of(request, viewer, task), status_code=400)

@@ -61,6 +61,11 @@ def local_time(value: Any, zone: str) -> str:
     return str(value)
 
 
+def today_in(zone: str) -> date:
+    """Today's date where the business is (``default_timezone``), not where the server runs."""
+    return datetime.now(ZoneInfo(zone)).date()
+
+
 def render(request: Request, name: str, viewer: Any, *, status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page from ``templates/NAME`` with the viewer, the language's ``_`` and the zone's ``when``."""
     lang = language(request)
