@@ -87,12 +87,12 @@ ROUTES = [
     ("GET", "/segments?name=lapsed_customers", {"marketing", "admin"}),
     ("GET", "/people?q=A1", {"compliance"}),
     ("GET", "/people/{customer}", {"compliance"}),
-    ("GET", "/people/{customer}/export", {"compliance"}),
-    ("GET", "/people/{customer}/erase", {"compliance"}),
-    ("POST", "/people/{customer}/erase", {"compliance"}),
+    ("GET", "/people/{customer}/export", {"compliance", "admin"}),
+    ("GET", "/people/{customer}/erase", {"compliance", "admin"}),
+    ("POST", "/people/{customer}/erase", {"compliance", "admin"}),
     ("GET", "/history?text=A1", {"compliance"}),
-    ("GET", "/history.csv?text=A1", {"compliance"}),
-    ("GET", "/history.xlsx?text=A1", {"compliance"}),
+    ("GET", "/history.csv?text=A1", {"compliance", "admin"}),
+    ("GET", "/history.xlsx?text=A1", {"compliance", "admin"}),
     ("GET", "/reports", {"compliance"}),
     ("GET", "/access-log", {"compliance"}),
     ("GET", "/access-log.csv", {"compliance"}),
@@ -395,3 +395,17 @@ def test_a_reps_today_is_the_business_days_not_the_servers(engine, tmp_path):
         stop()
     shown = {task for task in due if f'data-task="{task}"' in queue}
     assert shown == {task for task, day in due.items() if day == local}
+
+
+def test_a_running_runs_page_polls_its_counts_read_from_the_history(console, engine):
+    from datetime import datetime, timezone
+
+    from crm.ledger.runs import open_run
+
+    open_run(engine, "live-run", "winback", dry_run=False, now=datetime.now(timezone.utc), lease_seconds=60)
+    mark = login(console.url, "mark")
+    page = mark.get("/runs/live-run").text
+    assert 'fetch("/runs/live-run.json")' in page and 'data-testid="run-status">идёт' in page
+    assert mark.get("/runs/live-run.json").json() == {"status": "running", "selected": 0, "channels": {},
+                                                      "not_contacted": {}}
+    assert mark.get("/runs/nope").status_code == 404

@@ -83,9 +83,13 @@ def routes(engine, settings) -> APIRouter:
         return RedirectResponse(f"/runs/{summary['run_id']}", status_code=303)
 
     def run_of(run_id: str) -> dict:
+        """The run; while it runs, its counts so far are read from the history (any process's touches)."""
         found = runs.one(engine, run_id)
         if found is None:
             raise HTTPException(404, f"no run {run_id}")
+        if found["status"] == "running":
+            with engine.connect() as conn:
+                found["summary"] = runs.summary_from_history(conn, run_id)
         return found
 
     @router.get("/runs/{run_id}.json")
