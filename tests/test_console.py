@@ -97,6 +97,8 @@ ROUTES = [
     ("GET", "/access-log", {"compliance"}),
     ("GET", "/access-log.csv", {"compliance"}),
     ("GET", "/users", {"admin"}),
+    ("POST", "/users", {"admin"}),
+    ("POST", "/users/pete/reset", {"admin"}),
 ]
 ROLE_USER = {"sales": "anna", "marketing": "mark", "compliance": "olga", "admin": "root"}
 
@@ -107,7 +109,8 @@ def test_every_route_answers_403_to_every_role_without_the_permission(console):
     for method, template, allowed in ROUTES:
         path = template.format(task=console.tasks["A1"], customer=console.ids["P1"])
         for role, client in clients.items():
-            data = {"csrf": tokens[role], "outcome": "no_answer", "reason": "r", "confirm": "not-the-id"}
+            data = {"csrf": tokens[role], "outcome": "no_answer", "reason": "r", "confirm": "not-the-id",
+                    "name": "x", "role": "boss", "password": "short"}
             answer = client.request(method, path, data=data if method == "POST" else None)
             if role in allowed:
                 assert answer.status_code in (200, 303, 400), (role, method, path, answer.status_code)
@@ -409,3 +412,22 @@ def test_a_running_runs_page_polls_its_counts_read_from_the_history(console, eng
     assert mark.get("/runs/live-run.json").json() == {"status": "running", "selected": 0, "channels": {},
                                                       "not_contacted": {}}
     assert mark.get("/runs/nope").status_code == 404
+
+
+def test_an_admin_adds_resets_and_disables_users_in_the_console(console, engine):
+    root = login(console.url, "root")
+    token = csrf(root, "/users")
+    added = root.post("/users", data={"name": "nina", "role": "sales", "manager": "petrov", "password": PASSWORD,
+                                      "csrf": token})
+    assert added.status_code == 303 and login(console.url, "nina").get("/calls").status_code == 200
+    short = root.post("/users", data={"name": "ivan", "role": "marketing", "password": "short", "csrf": token})
+    assert short.status_code == 400 and "at least" in short.text
+    nina = login(console.url, "nina")
+    assert root.post("/users/nina/reset", data={"password": "another-long-password", "csrf": token}
+                     ).status_code == 303
+    assert nina.get("/calls").status_code == 303                  # her session ended with the reset
+    login(console.url, "nina", "another-long-password")
+    assert root.post("/users/nina/disable", data={"csrf": token}).status_code == 303
+    assert root.post("/users/root/disable", data={"csrf": token}).status_code == 400
+    assert {u["name"]: u["active"] for u in accounts.list_users(engine)}["nina"] is False
+    assert root.post("/users/nina/delete", data={"csrf": token}).status_code == 404
