@@ -45,6 +45,7 @@ LIFETIME = timedelta(days=7)
 TOKEN_PREFIX = "tf_"
 
 _hasher = PasswordHasher()
+_NOBODY = _hasher.hash("a password no account has")  # verified for unknown names: the same time either way
 
 
 class AccountError(ValueError):
@@ -162,7 +163,7 @@ def authenticate(engine: Engine, name: str, password: str, client: str) -> Accou
                                                        outcome="pending").returning(attempts.c.id)).scalar_one()
     with engine.connect() as conn:
         user = conn.execute(select(users).where(users.c.name == name)).first()
-    ok = user is not None and user.active and _verify(user.password_hash, password)
+    ok = _verify(user.password_hash if user is not None else _NOBODY, password) and user is not None and user.active
     with write_tx(engine) as conn:
         conn.execute(update(attempts).where(attempts.c.id == attempt).values(outcome="success" if ok else "failure"))
         if ok and _hasher.check_needs_rehash(user.password_hash):

@@ -431,3 +431,15 @@ def test_an_admin_adds_resets_and_disables_users_in_the_console(console, engine)
     assert root.post("/users/root/disable", data={"csrf": token}).status_code == 400
     assert {u["name"]: u["active"] for u in accounts.list_users(engine)}["nina"] is False
     assert root.post("/users/nina/delete", data={"csrf": token}).status_code == 404
+
+
+def test_after_login_only_a_path_on_this_site_is_followed(console):
+    client = httpx.Client(base_url=console.url)
+    token = client.get("/login").cookies["touchflow_login"]
+    for target, expected in (("/people", "/people"), ("//evil.example", "/people"), ("/\\evil.example", "/people"),
+                             ("https://evil.example", "/people")):
+        client.cookies.clear()
+        client.cookies.set("touchflow_login", token)
+        answer = client.post("/login", data={"username": "olga", "password": PASSWORD, "login_token": token,
+                                             "next": target})
+        assert answer.status_code == 303 and answer.headers["location"] == expected, target

@@ -128,8 +128,8 @@ def log_access(request: Request, viewer: Viewer, action: str, customer_id: int |
 
 
 def _safe_next(target: str | None, role: str | None = None) -> str:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target:
+        return target  # a path on this site only: "//host" and "/\\host" would leave it
     return HOME.get(role or "", "/")
 
 
