@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -187,6 +188,18 @@ def test_the_dashboard_draws_the_days_touches_as_svg_bars(console, engine):
     page = login(console.url, "mark").get("/dashboard").text
     today = date.today().isoformat()
     assert f'data-series="call" data-day="{today}" data-value="1"' in page and "<svg" in page
+
+
+def test_the_dashboard_charts_what_recent_runs_contacted(console, engine):
+    from crm.ledger.runs import close_run, open_run
+
+    now = datetime.now(timezone.utc)
+    open_run(engine, "r1", "winback", dry_run=False, now=now, lease_seconds=60)
+    close_run(engine, "r1", "finished", {"selected": 5, "channels": {"email": {"sent": 3}, "sms": {"failed": 1}}})
+    page = login(console.url, "mark").get("/dashboard").text
+    chart = page[page.index('data-testid="runs-chart"'):]
+    local = now.astimezone(ZoneInfo(Settings().default_timezone))             # times in the configured zone
+    assert f'data-series="winback {local:%m-%d %H:%M}" data-value="4"' in chart
 
 
 def test_logout_disable_and_reset_end_sessions(console, engine):

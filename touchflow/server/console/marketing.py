@@ -8,6 +8,7 @@ seconds (``/runs/<id>.json``) until it ends.
 from __future__ import annotations
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -31,6 +32,7 @@ def _runs(engine, limit: int = 20, campaign: str | None = None) -> list[dict]:
         row["selected"] = summary.get("selected", "")
         channels = summary.get("channels") or {}  # {channel: {status: count}}
         row["contacted"] = ", ".join(f"{name} {sum(counts.values())}" for name, counts in channels.items())
+        row["contacted_total"] = sum(sum(counts.values()) for counts in channels.values())
     return rows
 
 
@@ -54,10 +56,14 @@ def routes(engine, settings) -> APIRouter:
     @router.get("/dashboard")
     def dashboard(request: Request, viewer: Viewer = Depends(require("dashboard.view"))) -> Response:
         days, series = activity.touches_per_day(engine)
+        recent = _runs(engine, 10)
+        zone = ZoneInfo(settings.default_timezone)
+        contacted = {f"{r['campaign']} {r['started_at'].astimezone(zone):%m-%d %H:%M}": r["contacted_total"]
+                     for r in recent if not r["dry_run"]}
         return render(request, "dashboard.html", viewer,
                       touches_chart=stacked_bars(days, series, label="touches per day"),
                       reasons_chart=horizontal_bars(activity.not_contacted(engine), label="not contacted"),
-                      runs=_runs(engine, 10))
+                      runs_chart=horizontal_bars(contacted, label="contacted per run"), runs=recent)
 
     @router.get("/campaigns")
     def campaigns(request: Request, viewer: Viewer = Depends(require("campaigns.view"))) -> Response:
