@@ -391,9 +391,11 @@ class TouchEvent(SQLModel, table=True):
 class ContactLock(SQLModel, table=True):
     """A person's claim on a kind of contact until it expires; the unique key makes the database the arbiter.
 
-    ``scope`` ``offer`` (key: the offer; expires after the offer's cooldown), ``cap`` (key: slot
-    number; N slots = at most N marketing touches in the window), ``call`` (key ``open``: one open
-    call task per person; released when the task is closed).
+    ``scope`` ``offer`` (key: the offer; expires after the offer's cooldown), ``group`` (key: the
+    offer group; the same cooldown for every offer of the group), ``cap`` (key: slot number; N
+    slots = at most N marketing touches in the window), ``gap`` (key ``marketing``: no other
+    marketing touch until it expires), ``call`` (key ``open``: one open call task per person;
+    released when the task is closed).
     """
 
     __tablename__ = "contact_locks"
@@ -406,6 +408,7 @@ class ContactLock(SQLModel, table=True):
     touch_id: Optional[int] = Field(default=None)
     expires_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    priority: Optional[int] = Field(default=None)  # the holding campaign's priority: outranked, or only a gap
 
 
 class CampaignRun(SQLModel, table=True):

@@ -17,11 +17,15 @@ from crm.db import HISTORY_TABLES, refresh_statistics, write_tx
 from crm.ledger.claims import Claimed, claim, load_candidates, preview, shared_persons
 from crm.ledger.history import due_deferred
 from crm.ledger.moves import move
-from crm.ledger.policy import Decision, decide
+from crm.ledger.arbitration import Terms
+from crm.ledger.policy import Candidate, Decision, decide
+from crm.ledger.runs import live_campaigns
 from crm.ledger.touches import record_decisions, touch_row
 from flows.delivery import add_duplicates, send_claimed
-from flows.run import SAMPLE_SIZE, Run
+from flows.plan import DueRival, batch_rivals, load_plan, rivals_due
+from flows.run import SAMPLE_SIZE, Run, default_policy
 from segments import count, customer_ids, load_library, resolve
+from touchflow.settings import campaigns_dir
 
 
 def segment_pages(run: Run, page_size: int = 5000):
@@ -65,7 +69,8 @@ def _row(run: Run, decision: Decision, status: str, rendered: Rendered | None = 
     return touch_row(decision, run_id=run.run_id, campaign=spec.name, offer=spec.offer, purpose=spec.purpose,
                      status=status, now=run.now, template=spec.template, template_hash=run.template_hash,
                      body=rendered.text, keep_body=spec.keep_body,
-                     claim_key=f"{run.run_id}:{decision.customer_id}:{decision.channel}",
+                     claim_key=(run.claim_key_of(decision) if run.claim_key_of
+                                else f"{run.run_id}:{decision.customer_id}:{decision.channel}"),
                      offer_valid_until=run.offer_valid_until)
 
 
@@ -98,12 +103,11 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
             run.samples.append({"customer_id": decision.customer_id, "channel": decision.channel,
                                 "address": decision.address, "subject": message.subject, "text": message.text})
     if run.dry_run:
-        _preview(run, go, rows_go)
+        _preview(run, go, rows_go, _terms(run, candidates, go))
         return dict(run.counts - before)
     with write_tx(run.engine) as conn:
         record_decisions(conn, skipped)
-    claimed, refused = claim(run.engine, go, rows_go, offer=spec.offer, purpose=spec.purpose, policy=run.policy,
-                             run_id=run.run_id, now=run.now)
+    claimed, refused = claim(run.engine, go, rows_go, _terms(run, candidates, go))
     if refused:
         with write_tx(run.engine) as conn:
             record_decisions(conn, refused)
@@ -121,12 +125,31 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     return dict(run.counts - before)
 
 
-def _preview(run: Run, go: list[Decision], rows: list[dict[str, Any]]) -> None:
-    """A dry run's claims: the whole policy (cooldowns, caps, open calls, other runs' claims), read-only."""
+def _terms(run: Run, candidates: list[Candidate], go: list[Decision]) -> Terms:
+    """What this batch claims under: the run's offer, group, policy and priority, and its rivals' wants."""
+    spec = run.spec
+    if run.due_rivals is None:
+        run.due_rivals = _due_rivals(run)
+    wanted = {d.customer_id for d in go}
+    rivals = batch_rivals(run.engine, run.due_rivals, [c for c in candidates if c.customer_id in wanted],
+                          as_of=run.as_of, now=run.now, base=default_policy(run.settings))
+    return Terms(campaign=spec.name, offer=spec.offer, purpose=spec.purpose, policy=run.policy, run_id=run.run_id,
+                 now=run.now, priority=spec.priority, group=spec.offer_group, rivals=rivals, journey=run.journey)
+
+
+def _due_rivals(run: Run) -> list[DueRival]:
+    """The plan's campaigns that outrank this run in its gap window (scheduled then, or running now)."""
+    if run.spec.purpose != "marketing" or run.policy.min_gap_hours <= 0:
+        return []
+    live = live_campaigns(run.engine) - {run.spec.name}
+    return rivals_due(run.spec, load_plan(campaigns_dir(run.settings)), run.now, run.policy.min_gap_hours, live)
+
+
+def _preview(run: Run, go: list[Decision], rows: list[dict[str, Any]], terms: Terms) -> None:
+    """A dry run's claims: the whole policy (cooldowns, caps, gaps, rivals, open calls, other runs' claims), read-only."""
     if run.simulated is None:
         run.simulated = {person: {} for person in shared_persons(run.engine)}
-    would, refused = preview(run.engine, go, rows, offer=run.spec.offer, purpose=run.spec.purpose,
-                             policy=run.policy, run_id=run.run_id, now=run.now, simulated=run.simulated)
+    would, refused = preview(run.engine, go, rows, terms, simulated=run.simulated)
     for decision, _, _ in would:
         run.counts[f"{'deferred' if decision.action == 'defer' else 'would_send'}:{decision.channel}"] += 1
     for row in refused:

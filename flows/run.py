@@ -86,6 +86,9 @@ class Run:
     counts: Counter = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
     offer_values: Any = None  # the offer as templates see it (read-only): template defaults, spec values, key
+    claim_key_of: Callable[[Decision], str] | None = None  # a journey step's own key: one touch per person and step
+    journey: bool = False  # a journey's step: the journey's own offer locks do not hold its later steps back
+    due_rivals: list[Any] | None = None  # the plan's campaigns that outrank this run in its gap window (found once)
 
     def __post_init__(self) -> None:
         """The offer for this run's date: ``valid_until`` a date (rules evaluated on ``as_of``); SpecError if past."""
@@ -136,7 +139,7 @@ class Run:
 
 def default_policy(settings: Settings) -> Policy:
     """The policy from settings (campaign specs override it)."""
-    return Policy(default_timezone=settings.default_timezone)
+    return Policy(default_timezone=settings.default_timezone, min_gap_hours=settings.min_gap_hours)
 
 
 def start(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, now: datetime | None = None,

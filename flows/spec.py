@@ -10,8 +10,10 @@
     fallback: true                             # next channel on a permanent failure
     duplicate_in: null                         # also send in this channel (e.g. sms)
     holdout_percent: 10                        # a control group, recorded as decisions
+    priority: 50                               # 0–100: who wins a person several campaigns want at once
+    offer_group: business_cards                # offers of one group count as one offer for cooldowns
     budget: 5000
-    policy: {cap_max: 3, cap_days: 7, offer_cooldown_days: 30, quiet_hours: "21:00-09:00"}
+    policy: {cap_max: 3, cap_days: 7, offer_cooldown_days: 30, min_gap_hours: 24, quiet_hours: "21:00-09:00"}
     schedule: {cron: "0 10 * * *", timezone: Europe/Moscow}
     kind: campaign                             # or reminder (run by the daily reminders flow)
     document: proposal                         # a .docx per touch: attached to email, put on the call task
@@ -129,6 +131,7 @@ class PolicySpec(BaseModel):
     cap_max: int | None = Field(None, ge=1)
     cap_days: int | None = Field(None, ge=1)
     offer_cooldown_days: int | None = Field(None, ge=0)
+    min_gap_hours: float | None = Field(None, ge=0)  # between any two marketing touches to a person; 0 = off
     quiet_hours: str | None = None  # "21:00-09:00" or "off"
 
     @field_validator("quiet_hours")
@@ -169,6 +172,8 @@ class CampaignSpec(BaseModel):
     fallback: bool = True
     duplicate_in: Literal["email", "sms", "voice", "telegram", "call"] | None = None
     holdout_percent: float = Field(0, ge=0, le=100)
+    priority: int = Field(50, ge=0, le=100)  # the higher wins when several campaigns want a person at once
+    offer_group: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     budget: float | None = Field(None, ge=0)
     offer_values: dict[str, Any] = Field(default_factory=dict)
     policy: PolicySpec = Field(default_factory=PolicySpec)

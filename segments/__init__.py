@@ -15,13 +15,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from crm.db import in_chunks, one_of
 from crm.models import Customer, CustomerStats, Manager, Prediction
 from segments.compile import segment_query
 from segments.library import Segment, load_library
 from segments.rules import Rule, SegmentError, parse_rule
 
-__all__ = ["Segment", "SegmentError", "load_library", "parse_rule", "resolve", "count", "customer_ids", "preview",
-           "compiled_sql", "why"]
+__all__ = ["Segment", "SegmentError", "load_library", "parse_rule", "resolve", "count", "customer_ids", "members",
+           "preview", "compiled_sql", "why"]
 
 customers = Customer.__table__
 
@@ -43,6 +44,17 @@ def count(engine: Engine, rule: Rule, *, as_of: date | None = None, library: dic
     query = segment_query(rule, as_of or date.today(), library).subquery()
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(query)).scalar_one()
+
+
+def members(engine: Engine, rule: Rule, ids: list[int], *, as_of: date | None = None,
+            library: dict[str, Segment] | None = None) -> set[int]:
+    """Which of the customer ``ids`` the segment selects (another campaign's audience, within one batch)."""
+    base = segment_query(rule, as_of or date.today(), library)
+    found: set[int] = set()
+    with engine.connect() as conn:
+        for chunk in in_chunks(sorted(ids)):
+            found.update(conn.execute(base.where(one_of(conn, customers.c.id, chunk))).scalars())
+    return found
 
 
 WIDEST_WINDOW = 16  # pages' worth of ids one paging query may look through

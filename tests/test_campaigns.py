@@ -63,8 +63,10 @@ def spec(**kwargs) -> CampaignSpec:
 
 
 def settings(tmp_path: Path, **kwargs) -> Settings:
+    """Memory transports; no minimum gap, so that campaigns run one after another at one moment
+    each show their own rule (the gap and the arbitration between campaigns: tests/test_arbitration.py)."""
     values = dict(email_transport="memory", sms_transport="memory", voice_transport="memory",
-                  telegram_transport="memory", outbox_dir=str(tmp_path / "outbox"), send_attempts=1)
+                  telegram_transport="memory", outbox_dir=str(tmp_path / "outbox"), send_attempts=1, min_gap_hours=0)
     values.update(kwargs)
     return Settings(**values)
 

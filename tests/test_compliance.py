@@ -59,7 +59,7 @@ def test_each_planted_violation_is_found(engine, tmp_path):
 
 def test_a_history_written_by_campaigns_is_clean(engine, cli_env, tmp_path):
     base(engine, tmp_path)
-    settings = Settings(email_transport="memory", sms_transport="memory", send_attempts=1)
+    settings = Settings(email_transport="memory", sms_transport="memory", send_attempts=1, min_gap_hours=0)
     for name, offer in (("one", "o1"), ("two", "o2"), ("three", "o3"), ("four", "o4"), ("again", "o1")):
         spec = CampaignSpec(name=name, rule={"field": "name", "exists": True}, purpose="marketing", offer=offer,
                             template="winback", channels=["email", "sms"], offer_values={"discount_percent": 5})

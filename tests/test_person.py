@@ -46,7 +46,8 @@ def base(engine, tmp_path: Path, rows: list[list[str]], *, persons: bool = True)
 
 def mail(name: str, offer: str, channels=("email",)) -> CampaignSpec:
     return CampaignSpec(name=name, rule={"field": "name", "contains": "Клиент"}, purpose="marketing", offer=offer,
-                        template="winback", channels=list(channels), policy={"quiet_hours": "off", "cap_max": 10},
+                        template="winback", channels=list(channels),
+                        policy={"quiet_hours": "off", "cap_max": 10, "min_gap_hours": 0},
                         offer_values={"discount_percent": 5})
 
 

@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     render_timeout_seconds: float = Field(2.0, gt=0, description="Longest a message may take to render.")
     render_max_bytes: int = Field(1_000_000, ge=1000, description="Largest rendered message part, in bytes.")
 
+    min_gap_hours: float = Field(24.0, ge=0, description="Hours between any two marketing touches to one person, "
+                                 "across campaigns and channels (0: no gap); a spec's policy may override it.")
     run_lease_seconds: float = Field(60.0, ge=1, description="A campaign run not heard from for this long is "
                                                              "taken for dead by the next run.")
     channel_failure_limit: int = Field(5, ge=1, description="Consecutive connection failures after which a "

@@ -1,16 +1,18 @@
 """Claims: what the policy needs to know about candidates, and the person's locks that make a touch theirs.
 
 A touch is claimed by committed rows before anything is sent: the touch itself (unique claim key)
-and the person's locks (unique person / scope / key): the offer cooldown, a frequency-cap slot
-for marketing, the open call task. Two runs that select the same person cannot both hold them,
-on SQLite and PostgreSQL alike; the loser records why it did not contact. Locks belong to the
-person, so they follow records merged into one person (``rekey_persons``).
+and the person's locks (unique person / scope / key): the offer and offer-group cooldowns, a
+frequency-cap slot and the minimum gap for marketing, the open call task. Two runs that select
+the same person cannot both hold them, on SQLite and PostgreSQL alike; the loser records why it
+did not contact. Which locks a claim needs and why one is refused is ``crm.ledger.arbitration``
+(pure, shared with dry runs and the plan's simulator). Locks belong to the person, so they
+follow records merged into one person (``rekey_persons``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -19,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from crm.bulk import bulk_insert
 from crm.db import in_chunks, one_of, write_tx
-from crm.ledger.policy import Candidate, ConsentState, ContactOption, Decision, Policy
+from crm.ledger.arbitration import THIS_BATCH, Holder, Terms, blocked, wanted_locks
+from crm.ledger.policy import Candidate, ConsentState, ContactOption, Decision
 from crm.ledger.touches import insert_touches
 from crm.models import CallTask, Consent, ContactLock, ContactPoint, Customer, Touch
 
@@ -29,7 +32,7 @@ customers = Customer.__table__
 contacts = ContactPoint.__table__
 consents = Consent.__table__
 tasks = CallTask.__table__
-LOCK_COLUMNS = ("person_id", "scope", "key", "touch_id", "expires_at", "created_at")
+LOCK_COLUMNS = ("person_id", "scope", "key", "touch_id", "expires_at", "created_at", "priority")
 
 
 @dataclass
@@ -80,8 +83,8 @@ def _person_consents(conn: Connection, persons: list[int]) -> dict[int, list[tup
                 for r in sorted(rows, key=lambda r: (r.at, r.id))] for p, rows in found.items()}
 
 
-def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str, purpose: str,
-          policy: Policy, run_id: str, now: datetime) -> tuple[list[Claimed], list[dict[str, Any]]]:
+def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
+          terms: Terms) -> tuple[list[Claimed], list[dict[str, Any]]]:
     """Claim touches for ``decisions`` (with their prepared ``rows``); return (claimed, decisions not to contact).
 
     Runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite) with a savepoint per person when
@@ -91,53 +94,52 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
     if not decisions:
         return claimed, []
     with write_tx(engine) as conn:
-        held, holders = _held_locks(conn, sorted({d.person_id for d in decisions}), now)
-        planned, refused = plan(held, holders, decisions, rows, offer=offer, purpose=purpose, policy=policy,
-                                run_id=run_id, now=now)
+        held, holders = _held_locks(conn, sorted({d.person_id for d in decisions}), terms.now)
+        planned, refused = plan(held, holders, decisions, rows, terms)
         try:
             with conn.begin_nested():
-                claimed.extend(_claim_all(conn, planned, now))
+                claimed.extend(_claim_all(conn, planned, terms))
         except IntegrityError:
             # another run claimed some of these people meanwhile: claim one by one, keep what is still free
             for item in planned:
                 try:
                     with conn.begin_nested():
-                        claimed.extend(_claim_all(conn, [item], now))
+                        claimed.extend(_claim_all(conn, [item], terms))
                 except IntegrityError:
                     decision, row, _ = item
-                    current = {(r.scope, r.key): r.touch_id for r in conn.execute(
-                        select(locks.c.scope, locks.c.key, locks.c.touch_id)
-                        .where(locks.c.person_id == decision.person_id))}
-                    reason = _blocked(decision, current, set(), offer, purpose, policy) or "cooling_down"
-                    refused.append(_refusal(row, reason, "another run claimed this person first"))
+                    now_held, now_holders = _held_locks(conn, [decision.person_id], terms.now, delete_expired=False)
+                    reason, detail = blocked(decision, now_held.get(decision.person_id, {}), now_holders, set(),
+                                             terms) or ("cooling_down", None)
+                    refused.append(_refusal(row, reason, detail or "another run claimed this person first"))
     return claimed, refused
 
 
-def plan(held: dict, holders: dict, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str,
-         purpose: str, policy: Policy, run_id: str, now: datetime) -> tuple[list, list[dict[str, Any]]]:
+def plan(held: dict, holders: dict, decisions: list[Decision], rows: list[dict[str, Any]],
+         terms: Terms) -> tuple[list, list[dict[str, Any]]]:
     """Which decisions may claim (with the locks each takes) and which are refused, from the persons' locks.
 
     Pure over ``held`` (person → (scope, key) → holding touch), which it updates with the locks it
     plans, so several records of one person in a batch see each other. ``claim`` writes the plan;
-    ``preview`` (a dry run) only counts it.
+    ``preview`` (a dry run) and the plan's simulator only count it.
     """
-    this_run = {tid for tid, (_, _, run) in holders.items() if run == run_id} | {-1}  # -1: this batch
+    this_run = {tid for tid, holder in holders.items() if holder.run_id == terms.run_id} | {THIS_BATCH}
+    holders = {**holders, THIS_BATCH: Holder(terms.campaign, terms.now, terms.run_id, terms.priority, terms.offer)}
     planned, refused = [], []
     for decision, row in zip(decisions, rows):
         mine = held.setdefault(decision.person_id, {})
-        reason = _blocked(decision, mine, this_run, offer, purpose, policy)
-        if reason is not None:
-            refused.append(_refusal(row, reason, _holder_detail(mine, holders, offer, reason)))
+        no = blocked(decision, mine, holders, this_run, terms)
+        if no is not None:
+            refused.append(_refusal(row, *no))
             continue
-        wanted = _wanted_locks(decision, mine, offer, purpose, policy, now)
+        wanted = wanted_locks(decision, mine, holders, terms)
         for scope, key, _ in wanted:
-            mine[(scope, key)] = -1  # held by this batch from here on
+            mine[(scope, key)] = THIS_BATCH  # held by this batch from here on
         planned.append((decision, row, wanted))
     return planned, refused
 
 
-def preview(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]], *, offer: str, purpose: str,
-            policy: Policy, run_id: str, now: datetime, simulated: dict[int, dict]) -> tuple[list, list[dict]]:
+def preview(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]], terms: Terms,
+            simulated: dict[int, dict]) -> tuple[list, list[dict]]:
     """What ``claim`` would do now, writing nothing (a dry run): (would claim, refused with reasons).
 
     ``simulated`` carries the locks this dry run would have taken across batches, for the persons
@@ -147,14 +149,13 @@ def preview(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]
         return [], []
     persons = sorted({d.person_id for d in decisions})
     with engine.connect() as conn:
-        held, holders = _held_locks(conn, persons, now, delete_expired=False)
+        held, holders = _held_locks(conn, persons, terms.now, delete_expired=False)
     for person in persons:
         held.setdefault(person, {}).update(simulated.get(person, {}))
-    planned, refused = plan(held, holders, decisions, rows, offer=offer, purpose=purpose, policy=policy,
-                            run_id=run_id, now=now)
+    planned, refused = plan(held, holders, decisions, rows, terms)
     for decision, _, wanted in planned:
         if decision.person_id in simulated:
-            simulated[decision.person_id].update({(scope, key): -1 for scope, key, _ in wanted})
+            simulated[decision.person_id].update({(scope, key): THIS_BATCH for scope, key, _ in wanted})
     return planned, refused
 
 
@@ -165,65 +166,43 @@ def shared_persons(engine: Engine) -> set[int]:
                                 .distinct()).scalars())
 
 
-def _held_locks(conn: Connection, persons: list[int], now: datetime, *, delete_expired: bool = True):
-    """The persons' live locks (expired ones deleted first, or left out) and who holds them: touch → (campaign, at, run)."""
+def held_locks(conn: Connection, persons: list[int], now: datetime) -> tuple[dict, dict[int, Holder]]:
+    """The persons' live locks and their holders, read only (the plan's simulator starts from them)."""
+    return _held_locks(conn, persons, now, delete_expired=False)
+
+
+def _held_locks(conn: Connection, persons: list[int], now: datetime, *,
+                delete_expired: bool = True) -> tuple[dict, dict[int, Holder]]:
+    """The persons' live locks (expired ones deleted first, or left out) and the touches holding them."""
     held: dict[int, dict[tuple[str, str], int | None]] = {}
+    priority: dict[int, int | None] = {}
     live = locks.c.expires_at.is_(None) | (locks.c.expires_at > now)
     for chunk in in_chunks(persons):
         if delete_expired:
             conn.execute(delete(locks).where(one_of(conn, locks.c.person_id, chunk), ~live))
-        for row in conn.execute(select(locks.c.person_id, locks.c.scope, locks.c.key, locks.c.touch_id)
-                                .where(one_of(conn, locks.c.person_id, chunk), live)):
+        for row in conn.execute(select(locks.c.person_id, locks.c.scope, locks.c.key, locks.c.touch_id,
+                                       locks.c.priority).where(one_of(conn, locks.c.person_id, chunk), live)):
             held.setdefault(row.person_id, {})[(row.scope, row.key)] = row.touch_id
-    holders: dict[int, tuple[str | None, Any, str | None]] = {}
-    for chunk in in_chunks(sorted({tid for person in held.values() for tid in person.values() if tid})):
-        for row in conn.execute(select(touches.c.id, touches.c.run_id, touches.c.campaign, touches.c.created_at)
-                                .where(one_of(conn, touches.c.id, chunk))):
-            holders[row.id] = (row.campaign, row.created_at, row.run_id)
+            if row.touch_id is not None:
+                priority[row.touch_id] = row.priority
+    holders: dict[int, Holder] = {}
+    for chunk in in_chunks(sorted(priority)):
+        for row in conn.execute(select(touches.c.id, touches.c.run_id, touches.c.campaign, touches.c.created_at,
+                                       touches.c.offer).where(one_of(conn, touches.c.id, chunk))):
+            holders[row.id] = Holder(row.campaign, row.created_at, row.run_id, priority[row.id], row.offer)
     return held, holders
 
 
-def _wanted_locks(decision: Decision, mine: dict, offer: str, purpose: str, policy: Policy,
-                  now: datetime) -> list[tuple[str, str, datetime | None]]:
-    wanted: list[tuple[str, str, datetime | None]] = [("offer", offer,
-                                                       now + timedelta(days=policy.offer_cooldown_days))]
-    if purpose == "marketing":
-        slot = next(f"slot{i}" for i in range(policy.cap_max) if ("cap", f"slot{i}") not in mine)
-        wanted.append(("cap", slot, now + timedelta(days=policy.cap_days)))
-    if decision.channel == "call":
-        wanted.append(("call", "open", None))
-    return wanted
-
-
-def _holder_detail(mine: dict, holders: dict, offer: str, reason: str) -> str | None:
-    if reason not in ("cooling_down", "same_person"):
-        return None
-    campaign, when, _ = holders.get(mine.get(("offer", offer)), (None, None, None))
-    return f"offer {offer} already given to this person by {campaign} on {when:%Y-%m-%d}" if campaign and when else None
-
-
-def _claim_all(conn: Connection, planned: list, now: datetime) -> list[Claimed]:
+def _claim_all(conn: Connection, planned: list, terms: Terms) -> list[Claimed]:
     """Insert touches (with their claim events) and locks for planned claims: a few statements for the whole list."""
     if not planned:
         return []
     ids = insert_touches(conn, [row for _, row, _ in planned])
     lock_rows = [{"person_id": decision.person_id, "scope": scope, "key": key, "touch_id": touch_id,
-                  "expires_at": expires, "created_at": now}
+                  "expires_at": expires, "created_at": terms.now, "priority": terms.priority}
                  for touch_id, (decision, _, wanted) in zip(ids, planned) for scope, key, expires in wanted]
     bulk_insert(conn, locks, LOCK_COLUMNS, lock_rows)
     return [Claimed(touch_id, decision) for touch_id, (decision, _, _) in zip(ids, planned)]
-
-
-def _blocked(decision: Decision, mine: dict, this_run: set[int], offer: str, purpose: str,
-             policy: Policy) -> str | None:
-    holder = mine.get(("offer", offer), 0)
-    if holder != 0:
-        return "same_person" if holder in this_run else "cooling_down"
-    if decision.channel == "call" and ("call", "open") in mine:
-        return "open_call_task"
-    if purpose == "marketing" and sum(1 for scope, _ in mine if scope == "cap") >= policy.cap_max:
-        return "capped"
-    return None
 
 
 def _refusal(row: dict[str, Any], reason: str, detail: str | None = None) -> dict[str, Any]:
@@ -293,5 +272,5 @@ def _merged_locks(person: int, held: list[Any]) -> list[dict[str, Any]]:
     numbered = [(("cap", f"slot{i}"), lock) for i, lock in enumerate(sorted(
         unique_caps, key=lambda lock: (lock.expires_at is None, lock.expires_at)))]
     return [{"person_id": person, "scope": scope, "key": key, "touch_id": lock.touch_id,
-             "expires_at": lock.expires_at, "created_at": lock.created_at}
+             "expires_at": lock.expires_at, "created_at": lock.created_at, "priority": lock.priority}
             for (scope, key), lock in [*best.items(), *numbered]]

@@ -44,7 +44,8 @@ class Policy:
 
     cap_max: int = 3              # marketing touches per person …
     cap_days: int = 7             # … per this many days, across campaigns, channels and reps
-    offer_cooldown_days: int = 30  # the same offer never again within this many days
+    offer_cooldown_days: int = 30  # the same offer (or offer group) never again within this many days
+    min_gap_hours: float = 24.0   # between any two marketing touches to one person, across campaigns and channels
     quiet_hours: QuietHours | None = field(default_factory=QuietHours)
     default_timezone: str = "Europe/Moscow"
 

@@ -157,6 +157,14 @@ def live_runs(engine: Engine, campaign: str, now: datetime | None = None) -> lis
             .where(runs.c.campaign == campaign, runs.c.status == "running", runs.c.lease_until >= now))]
 
 
+def live_campaigns(engine: Engine, now: datetime | None = None) -> set[str]:
+    """The campaigns with a real (not dry) run holding a lease now."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        return set(conn.execute(select(runs.c.campaign).where(runs.c.status == "running", runs.c.lease_until >= now,
+                                                              runs.c.dry_run.is_(False)).distinct()).scalars())
+
+
 def one(engine: Engine, run_id: str) -> dict[str, Any] | None:
     """One run by id, or None."""
     with engine.connect() as conn:
