@@ -40,7 +40,7 @@ def segment_pages(run: Run, page_size: int = 5000):
     yield from customer_ids(run.engine, rule, as_of=run.as_of, library=library, page_size=page_size)
 
 
-def _dedupe_persons(decisions: list[Decision]) -> None:
+def dedupe_persons(decisions: list[Decision]) -> None:
     """Several records of one person in a batch: the first keeps the touch."""
     seen: set[int] = set()
     for decision in decisions:
@@ -87,7 +87,7 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     decisions = [decide(c, campaign=spec.name, channels=list(spec.channels), purpose=spec.purpose, now=run.now,
                         policy=run.policy, holdout_percent=spec.holdout_percent,
                         use_preferred=spec.use_preferred_channel) for c in candidates]
-    _dedupe_persons(decisions)
+    dedupe_persons(decisions)
     contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
     go, rows_go, skipped, rendered = [], [], [], {}
     for decision in decisions:

@@ -12,6 +12,7 @@ import dataclasses
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from flows.prefect_env import configure
@@ -134,7 +135,7 @@ def campaign_flow(spec_path: str, dry_run: bool = False, as_of: str | None = Non
     reap_temporary_prefect_server()  # a killed run leaves no Prefect server behind
     spec = load_spec(spec_path)
     engine = _engine(get_settings().database_url)
-    now = datetime.now().astimezone()
+    now = datetime.now(ZoneInfo(spec.schedule.timezone)) if spec.schedule else datetime.now().astimezone()
     run = campaign_engine.start(engine, spec, dry_run=dry_run, now=now,
                                 as_of=date.fromisoformat(as_of) if as_of else None)
     run.listeners.append(reporting.ProgressArtifact(spec.name))

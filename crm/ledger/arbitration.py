@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from crm.ledger.policy import Decision, Policy
 
@@ -76,27 +77,37 @@ class Terms:
         return [("offer", self.offer)] + ([("group", self.group)] if self.group else [])
 
 
-def blocked(decision: Decision, mine: dict, holders: dict, this_run: set[int],
-            terms: Terms) -> tuple[str, str | None] | None:
-    """Why ``decision`` may not claim, given the person's locks ``mine``: (reason, detail), or None."""
+class Refusal(NamedTuple):
+    """Why a claim is refused, and the campaign that holds the person (or will), when another one does."""
+
+    reason: str
+    detail: str | None = None
+    winner: str | None = None
+
+
+def blocked(decision: Decision, mine: dict, holders: dict, this_run: set[int], terms: Terms) -> Refusal | None:
+    """Why ``decision`` may not claim, given the person's locks ``mine``; None when it may."""
     for scope, key in terms.cooldown_keys():
         holder = mine.get((scope, key), 0)
         if holder == 0 or _own_journey(holder, holders, terms):
             continue
         if holder in this_run:
-            return "same_person", None
-        return ("cooling_down" if scope == "offer" else "offer_group"), _given(holders.get(holder), scope, key)
+            return Refusal("same_person")
+        found = holders.get(holder)
+        return Refusal("cooling_down" if scope == "offer" else "offer_group", _given(found, scope, key),
+                       found.campaign if found else None)
     if decision.channel == "call" and ("call", "open") in mine:
-        return "open_call_task", None
+        return Refusal("open_call_task")
     if not terms.marketing:
         return None
     if sum(1 for scope, _ in mine if scope == "cap") >= terms.policy.cap_max:
-        return "capped", None
+        return Refusal("capped")
     if terms.policy.min_gap_hours > 0 and ("gap", "marketing") in mine:
         return _gap_refusal(holders.get(mine[("gap", "marketing")]), terms)
     for rival in terms.rivals:
         if decision.person_id in rival.wants and not any(key in mine for key in rival.blocks):
-            return "outranked", f"outranked by {rival.label()}, which would contact this person"
+            return Refusal("outranked", f"outranked by {rival.label()}, which would contact this person",
+                           rival.campaign)
     return None
 
 
@@ -132,12 +143,13 @@ def _given(holder: Holder | None, scope: str, key: str) -> str | None:
     return f"{what} already given to this person by {holder.campaign} on {holder.at:%Y-%m-%d}"
 
 
-def _gap_refusal(holder: Holder | None, terms: Terms) -> tuple[str, str | None]:
+def _gap_refusal(holder: Holder | None, terms: Terms) -> Refusal:
     gap = f"{terms.policy.min_gap_hours:g} h"
     if holder is None or holder.campaign is None:
-        return "min_gap", f"another marketing touch within {gap}"
+        return Refusal("min_gap", f"another marketing touch within {gap}")
     when = f"{holder.at:%Y-%m-%d %H:%M} UTC" if holder.at else "recently"
     if holder.priority is not None and holder.priority > terms.priority:
-        return "outranked", (f"outranked by {holder.campaign} (priority {holder.priority} over {terms.priority}), "
-                             f"which contacted this person at {when}")
-    return "min_gap", f"{holder.campaign} contacted this person at {when}; the plan keeps {gap} between marketing touches"
+        return Refusal("outranked", f"outranked by {holder.campaign} (priority {holder.priority} over "
+                                    f"{terms.priority}), which contacted this person at {when}", holder.campaign)
+    return Refusal("min_gap", f"{holder.campaign} contacted this person at {when}; the plan keeps {gap} between "
+                              "marketing touches", holder.campaign)

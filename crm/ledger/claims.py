@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crm.bulk import bulk_insert
 from crm.db import in_chunks, one_of, write_tx
-from crm.ledger.arbitration import THIS_BATCH, Holder, Terms, blocked, wanted_locks
+from crm.ledger.arbitration import THIS_BATCH, Holder, Refusal, Terms, blocked, wanted_locks
 from crm.ledger.policy import Candidate, ConsentState, ContactOption, Decision
 from crm.ledger.touches import insert_touches
 from crm.models import CallTask, Consent, ContactLock, ContactPoint, Customer, Touch
@@ -108,9 +108,9 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
                 except IntegrityError:
                     decision, row, _ = item
                     now_held, now_holders = _held_locks(conn, [decision.person_id], terms.now, delete_expired=False)
-                    reason, detail = blocked(decision, now_held.get(decision.person_id, {}), now_holders, set(),
-                                             terms) or ("cooling_down", None)
-                    refused.append(_refusal(row, reason, detail or "another run claimed this person first"))
+                    no = blocked(decision, now_held.get(decision.person_id, {}), now_holders, set(), terms)
+                    no = no or Refusal("cooling_down", "another run claimed this person first")
+                    refused.append(_refusal(row, no))
     return claimed, refused
 
 
@@ -129,7 +129,7 @@ def plan(held: dict, holders: dict, decisions: list[Decision], rows: list[dict[s
         mine = held.setdefault(decision.person_id, {})
         no = blocked(decision, mine, holders, this_run, terms)
         if no is not None:
-            refused.append(_refusal(row, *no))
+            refused.append(_refusal(row, no))
             continue
         wanted = wanted_locks(decision, mine, holders, terms)
         for scope, key, _ in wanted:
@@ -205,9 +205,10 @@ def _claim_all(conn: Connection, planned: list, terms: Terms) -> list[Claimed]:
     return [Claimed(touch_id, decision) for touch_id, (decision, _, _) in zip(ids, planned)]
 
 
-def _refusal(row: dict[str, Any], reason: str, detail: str | None = None) -> dict[str, Any]:
+def _refusal(row: dict[str, Any], no: Refusal) -> dict[str, Any]:
+    """The decision not to contact, as a history row (``winner``, not a column, is for counting conflicts)."""
     refused = dict(row)
-    refused.update(status="skipped", reason=reason, detail=detail, claim_key=None, due_at=None)
+    refused.update(status="skipped", reason=no.reason, detail=no.detail, claim_key=None, due_at=None, winner=no.winner)
     return refused
 
 
