@@ -45,6 +45,8 @@ def test_each_planted_violation_is_found(engine, tmp_path):
         plant(engine, 4, NOON + timedelta(days=day), run=f"cap{day}", offer=f"cap{day}")
     plant(engine, 5, NOON, run="a", offer="same")                               # V5: one offer twice in 10 days
     plant(engine, 5, NOON + timedelta(days=10), run="b", offer="same")
+    plant(engine, 7, NOON, run="g1", offer="g1")                                # V7: two campaigns 3 hours apart
+    plant(engine, 7, NOON + timedelta(hours=3), run="g2", offer="g2")
     plant(engine, 6, NOON, run="dup", offer="x")                                # V6: one run, two channels: fine
     plant(engine, 6, NOON, run="dup", offer="x", channel="sms")
     with engine.begin() as conn:
@@ -53,17 +55,19 @@ def test_each_planted_violation_is_found(engine, tmp_path):
              "created_at": NOON} for _ in range(2)])
     counts = check(engine).to_dict()["counts"]
     assert counts == {"marketing_without_consent": 2, "after_opt_out": 1, "inside_quiet_hours": 1,
-                      "over_frequency_cap": 1, "offer_within_cooldown": 1, "several_open_call_tasks": 1}
+                      "over_frequency_cap": 1, "within_min_gap": 1, "offer_within_cooldown": 1,
+                      "several_open_call_tasks": 1}
     # the sms duplicate of V6 has no sms consent: it is the second "without consent"
 
 
 def test_a_history_written_by_campaigns_is_clean(engine, cli_env, tmp_path):
     base(engine, tmp_path)
-    settings = Settings(email_transport="memory", sms_transport="memory", send_attempts=1, min_gap_hours=0)
-    for name, offer in (("one", "o1"), ("two", "o2"), ("three", "o3"), ("four", "o4"), ("again", "o1")):
+    settings = Settings(email_transport="memory", sms_transport="memory", send_attempts=1)
+    for day, (name, offer) in enumerate((("one", "o1"), ("two", "o2"), ("three", "o3"), ("four", "o4"),
+                                         ("again", "o1"))):                   # a day apart: the minimum gap
         spec = CampaignSpec(name=name, rule={"field": "name", "exists": True}, purpose="marketing", offer=offer,
                             template="winback", channels=["email", "sms"], offer_values={"discount_percent": 5})
-        run = campaign_engine.start(engine, spec, now=NOON, settings=settings)
+        run = campaign_engine.start(engine, spec, now=NOON + timedelta(days=day), settings=settings)
         for page in campaign_engine.segment_pages(run):
             campaign_engine.process_batch(run, page)
         campaign_engine.finish(run)
@@ -72,7 +76,7 @@ def test_a_history_written_by_campaigns_is_clean(engine, cli_env, tmp_path):
     night = CampaignSpec(name="night", rule={"field": "name", "exists": True}, purpose="marketing", offer="o9",
                          template="winback", channels=["email"], policy={"cap_max": 9},
                          offer_values={"discount_percent": 5})
-    run = campaign_engine.start(engine, night, now=NOON + timedelta(hours=12), settings=settings)
+    run = campaign_engine.start(engine, night, now=NOON + timedelta(days=4, hours=12), settings=settings)
     for page in campaign_engine.segment_pages(run):
         campaign_engine.process_batch(run, page)
     campaign_engine.finish(run)

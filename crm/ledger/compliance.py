@@ -3,8 +3,9 @@
 Found per touch (sent, delivered or unknown — anything that may have reached a person):
 marketing without a consent valid at send time, any touch after an opt-out (the latest ledger
 entry for its channel and purpose was a revocation), touches inside quiet hours in the customer's
-time zone; per person: more marketing contacts in a window than the cap, the same offer again
-within its cooldown (touches of one run are one contact occasion), more than one open call task.
+time zone; per person: more marketing contacts in a window than the cap, two marketing contacts
+closer than the minimum gap, the same offer again within its cooldown (touches of one run are one
+contact occasion), more than one open call task.
 On a healthy base every count is zero.
 
 Consent and opt-outs are the person's: the entries that count for a touch are those of every
@@ -35,7 +36,7 @@ tasks = CallTask.__table__
 contacts = ContactPoint.__table__
 CONTACTED = ("sending", "sent", "delivered", "unknown")
 KINDS = ("marketing_without_consent", "after_opt_out", "inside_quiet_hours", "over_frequency_cap",
-         "offer_within_cooldown", "several_open_call_tasks")
+         "within_min_gap", "offer_within_cooldown", "several_open_call_tasks")
 
 
 @dataclass
@@ -82,6 +83,7 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
                                   .group_by(tasks.c.person_id).having(func.count() > 1)).all()
     report.checked_touches = len(rows)
     occasions: dict[int, dict[str, datetime]] = defaultdict(dict)       # person → run → first contact
+    claims: dict[int, dict[str, datetime]] = defaultdict(dict)          # person → run → when it claimed them
     offers: dict[tuple[int, str], dict[str, datetime]] = defaultdict(dict)
     for row in rows:
         at = row.sent_at or row.created_at
@@ -98,9 +100,11 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
         run = row.run_id or f"touch:{row.id}"
         if row.purpose == "marketing":
             occasions[row.person].setdefault(run, at)
+            claims[row.person].setdefault(run, row.created_at)
         if row.offer:
             offers[(row.person, row.offer)].setdefault(run, at)
     _per_person(report, policy, occasions, offers)
+    _gaps(report, policy, claims)
     report.violations["several_open_call_tasks"] = [{"person": person, "open": count} for person, count in open_calls]
     return report
 
@@ -166,3 +170,14 @@ def _per_person(report: Report, policy: Policy, occasions: dict, offers: dict) -
                 report.violations["offer_within_cooldown"].append({"person": person, "offer": offer,
                                                                    "first": first, "again": second})
                 break
+
+
+def _gaps(report: Report, policy: Policy, claims: dict) -> None:
+    """Two marketing occasions closer than the minimum gap, measured as it is kept: between the moments the runs
+    claimed the person (a run's messages leave over its duration, so daily runs at 10:00 are 24 hours apart)."""
+    gap = timedelta(hours=policy.min_gap_hours)
+    for person, runs in claims.items():
+        times = sorted(runs.values())
+        close = next(((a, b) for a, b in zip(times, times[1:]) if b - a < gap), None)
+        if close:
+            report.violations["within_min_gap"].append({"person": person, "first": close[0], "again": close[1]})

@@ -24,9 +24,12 @@ def compliance_report(
     cap_max: int = typer.Option(3, "--cap-max", help="Marketing contacts allowed per window."),
     cap_days: int = typer.Option(7, "--cap-days", help="The window, in days."),
     cooldown_days: int = typer.Option(30, "--cooldown-days", help="The same offer not again within these days."),
+    min_gap_hours: Optional[float] = typer.Option(None, "--min-gap-hours", help="Hours between two marketing "
+                                                  "contacts to one person (default: the configured min_gap_hours)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Count violations: no consent, after an opt-out, quiet hours, over the cap, offer twice, several open calls.
+    """Count violations: no consent, after an opt-out, quiet hours, over the cap, within the gap, offer twice,
+    several open calls.
 
     Exit status 0 when there are none, 4 when there are some.
     """
@@ -35,7 +38,9 @@ def compliance_report(
 
     report = check(open_database(), since=day_bound(since, False), until=day_bound(until, True),
                    policy=Policy(cap_max=cap_max, cap_days=cap_days, offer_cooldown_days=cooldown_days,
-                                 default_timezone=get_settings().default_timezone)).to_dict()
+                                 default_timezone=get_settings().default_timezone,
+                                 min_gap_hours=get_settings().min_gap_hours if min_gap_hours is None
+                                 else min_gap_hours)).to_dict()
     if as_json:
         print_json(report)
     else:

@@ -118,7 +118,8 @@ def router(engine, settings) -> APIRouter:
 
         bound = (lambda d, t: datetime.combine(d, t, tzinfo=timezone.utc) if d else None)
         return check(engine, since=bound(since, time.min), until=bound(until, time.max),
-                     policy=Policy(default_timezone=settings.default_timezone)).to_dict()
+                     policy=Policy(default_timezone=settings.default_timezone,
+                                   min_gap_hours=settings.min_gap_hours)).to_dict()
 
     @api.get("/campaigns")
     def campaigns(viewer: Viewer = Depends(require("campaigns.view"))) -> dict:

@@ -178,7 +178,8 @@ def routes(engine, settings) -> APIRouter:
         from crm.ledger.policy import Policy
 
         report = check(engine, since=_bound(since, False), until=_bound(until, True),
-                       policy=Policy(default_timezone=settings.default_timezone)).to_dict()
+                       policy=Policy(default_timezone=settings.default_timezone,
+                                     min_gap_hours=settings.min_gap_hours)).to_dict()
         verified = verify_history(engine) if verify else None
         return render(request, "reports.html", viewer, report=report, verified=verified, since=since, until=until)
 
