@@ -84,6 +84,7 @@ ROUTES = [
     ("GET", "/campaigns", {"marketing", "admin"}),
     ("GET", "/campaigns/winback", {"marketing", "admin"}),
     ("POST", "/campaigns/winback/dry-run", {"marketing", "admin"}),
+    ("GET", "/plan?days=2", {"marketing", "admin"}),
     ("GET", "/templates?template=winback&customer=A1", {"marketing", "admin"}),
     ("GET", "/segments?name=lapsed_customers", {"marketing", "admin"}),
     ("GET", "/people?q=A1", {"compliance"}),
@@ -374,6 +375,28 @@ def test_the_api_serves_cards_consents_reports_and_campaigns_by_role(console, en
     assert "cat_food_thanks" in names
     assert [(r["username"], r["action"]) for r in entries(engine)] == [
         ("olga", "card"), ("anna", "card"), ("olga", "consents")]
+
+
+def history(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(select(Touch.__table__.c.id)).all()
+
+
+def test_the_plan_lists_the_campaigns_and_simulates_the_days_ahead(console, engine):
+    mark = login(console.url, "mark")
+    touches = lambda: len(history(engine))  # noqa: E731
+    before = touches()
+    listed = mark.get("/plan").text
+    assert 'data-campaign="winback"' in listed and 'data-testid="simulation"' not in listed
+    simulated = mark.get("/plan", params={"days": 3}).text
+    assert 'data-testid="simulation"' in simulated and 'data-chart="stacked"' in simulated
+    token = accounts.create_token(engine, "mark")[1]
+    api = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {token}"})
+    entries = {row["name"]: row for row in api.get("/api/v1/plan").json()["entries"]}
+    assert entries["birthday_trip"]["priority"] == 70 and entries["birthday_trip"]["offer_group"] == "travel"
+    result = api.get("/api/v1/plan/simulate", params={"days": 2}).json()
+    assert len(result["daily"]) == 2 and "campaigns" in result
+    assert touches() == before                                          # the simulator wrote nothing
 
 
 def test_the_access_log_filters_by_user_record_action_and_keeps_them_in_its_csv(console, engine):

@@ -129,6 +129,28 @@ def router(engine, settings) -> APIRouter:
 
         return {"campaigns": [load_spec(path).model_dump(mode="json") for path in campaign_files(campaigns_dir())]}
 
+    @api.get("/plan")
+    def plan(weeks: int = 4, viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
+        """Every campaign, reminder and journey of the plan: schedule, segment, channels, offer group, priority,
+        runs and selected customers over the next ``weeks`` (as `touchflow plan show`)."""
+        from flows.plan import load_plan, overview
+        from touchflow.settings import campaigns_dir
+
+        the_plan = load_plan(campaigns_dir(settings))
+        start = datetime.now(timezone.utc)
+        return {"start": start, "weeks": weeks, "problems": [problem for _, problem in the_plan.problems],
+                "entries": overview(engine, the_plan, start=start, weeks=max(1, min(weeks, 52)))}
+
+    @api.get("/plan/simulate")
+    def plan_simulate(days: int = 30, viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
+        """The next ``days`` (at most 92) simulated on the current base, as `touchflow plan simulate --json`."""
+        from flows.plan import load_plan
+        from flows.simulate import simulate
+        from touchflow.settings import campaigns_dir
+
+        return simulate(engine, load_plan(campaigns_dir(settings)), start=datetime.now(timezone.utc),
+                        days=max(1, min(days, 92)), settings=settings)
+
     @api.get("/runs")
     def recent_runs(campaign: str | None = None, limit: int = 20,
                     viewer: Viewer = Depends(require("campaigns.view"))) -> dict:

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from crm import accounts
 from touchflow.server.auth import Viewer, require, signed_in
-from touchflow.server.console import compliance, marketing, sales
+from touchflow.server.console import compliance, marketing, plan, sales
 from touchflow.server.console.view import render
 from touchflow.server.permissions import HOME
 
@@ -63,6 +63,6 @@ def router(engine, settings) -> APIRouter:
             return users_page(request, viewer, str(exc), 400)
         return RedirectResponse("/users", status_code=303)
 
-    for module in (sales, compliance, marketing):
+    for module in (sales, compliance, marketing, plan):
         routes.include_router(module.routes(engine, settings))
     return routes
