@@ -137,9 +137,12 @@ def flat(text: str) -> str:
     return text.replace("\u00a0", " ")
 
 
-def run_shipped(engine, tmp_path: Path, name: str, day: date, *, dry_run: bool = False):
-    """Run a shipped campaign at noon (Moscow) on ``day``: memory transports, call tasks in the table."""
-    spec = load_spec(shipped("campaigns") / f"{name}.yaml")
+def run_shipped(engine, tmp_path: Path, name: str, day: date, *, dry_run: bool = False, **changes):
+    """Run a shipped campaign at noon (Moscow) on ``day``: memory transports, call tasks in the table.
+
+    ``changes`` replace fields of the spec (e.g. ``offer_group=None`` to see a message its group would hold back).
+    """
+    spec = load_spec(shipped("campaigns") / f"{name}.yaml").model_copy(update=changes)
     run = campaign_engine.start(engine, spec, dry_run=dry_run, now=noon(day), as_of=day, settings=settings(tmp_path))
     campaign_engine.process_deferred(run)
     for page in campaign_engine.segment_pages(run):
@@ -385,7 +388,9 @@ def test_trips_name_the_month_in_the_prepositional_case(base, tmp_path):
     assert "1 декабря — ваш день рождения." in birthday
     assert "В прошлый раз вы путешествовали с нами в июле 2026 года («Тур в Сочи») — в этот раз подберём " \
            "что-то новое." in birthday
-    summary, run = run_shipped(base, tmp_path, "trip_four_months", AS_OF)
+    held, _ = run_shipped(base, tmp_path, "trip_four_months", AS_OF, dry_run=True)
+    assert held["not_contacted"] == {"offer_group": 1}          # the birthday trip's offer, one group: travel
+    summary, run = run_shipped(base, tmp_path, "trip_four_months", AS_OF, offer_group=None)
     assert summary["selected"] == 1
     trip = sent(run, "email")["trip@mail.ru"].text
     assert "В последний раз вы путешествовали с нами в июле 2026 года («Тур в Сочи») — с тех пор прошли " \
