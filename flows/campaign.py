@@ -9,10 +9,9 @@ on other machines and read their own settings (``flows.run.RunRef``).
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 from typing import Any
 
 from flows.prefect_env import configure
@@ -28,6 +27,7 @@ from flows import reporting  # noqa: E402
 from flows.workers import (  # noqa: E402
     counted_batch, dask_threads, feed_pool, pooled_batch, reap_temporary_prefect_server, release_everywhere,
     settle_lost_batches)
+from flows.run import local_now  # noqa: E402
 from flows.spec import campaign_files, load_spec  # noqa: E402
 from touchflow.errors import ConfigError, UsageError  # noqa: E402
 from touchflow.settings import campaigns_dir, get_settings  # noqa: E402
@@ -135,7 +135,7 @@ def campaign_flow(spec_path: str, dry_run: bool = False, as_of: str | None = Non
     reap_temporary_prefect_server()  # a killed run leaves no Prefect server behind
     spec = load_spec(spec_path)
     engine = _engine(get_settings().database_url)
-    now = datetime.now(ZoneInfo(spec.schedule.timezone)) if spec.schedule else datetime.now().astimezone()
+    now = local_now(spec)
     run = campaign_engine.start(engine, spec, dry_run=dry_run, now=now,
                                 as_of=date.fromisoformat(as_of) if as_of else None)
     run.listeners.append(reporting.ProgressArtifact(spec.name))

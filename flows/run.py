@@ -137,6 +137,14 @@ class Run:
         return rendered
 
 
+def local_now(spec: CampaignSpec) -> datetime:
+    """Now, in the campaign's own zone (its schedule's, else this machine's): a run's ``as_of`` is its local day,
+    the day the plan and its simulator count it on."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(spec.schedule.timezone)) if spec.schedule else datetime.now().astimezone()
+
+
 def default_policy(settings: Settings) -> Policy:
     """The policy from settings (campaign specs override it)."""
     return Policy(default_timezone=settings.default_timezone, min_gap_hours=settings.min_gap_hours)

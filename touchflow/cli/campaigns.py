@@ -110,13 +110,12 @@ def campaign_run(
     with progress_bar(f"campaign {spec.name}", None, unit="customers", quiet=as_json) as update, \
             listening(lambda done, total: update(done, total)):
         if direct:
-            from datetime import datetime
-
             from flows.engine import run_campaign
             from flows.reporting import outcome
+            from flows.run import local_now
 
             summary = run_campaign(engine, spec, dry_run=dry_run, as_of=as_of_date(as_of) if as_of else None,
-                                   now=datetime.now().astimezone(), page_size=batch_size, workers=workers)
+                                   now=local_now(spec), page_size=batch_size, workers=workers)
             failure = outcome(summary)
         else:
             from flows.campaign import campaign_flow
