@@ -384,6 +384,19 @@ def _keep_best(best: dict, name: str, summary: dict, seconds: float, peaks: Peak
         best[name] = result
 
 
+def start_relay(sink_port: int, delay_ms: float) -> tuple[subprocess.Popen, int]:
+    """``delayproxy`` in front of the sink (a relay ``delay_ms`` away each way); its process and port."""
+    binary = DATA / "delayproxy"
+    source = Path(__file__).resolve().parents[2] / "shared" / "tools" / "delayproxy.c"
+    if not binary.exists():
+        subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    port = free_port()
+    process = subprocess.Popen([str(binary), "127.0.0.1", str(port), "127.0.0.1", str(sink_port),
+                                str(int(delay_ms))])
+    time.sleep(0.3)
+    return process, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
@@ -399,11 +412,17 @@ def main() -> None:
     parser.add_argument("--dask", type=int, default=0, metavar="N",
                         help="start a local Dask scheduler and N workers (--nthreads 1); compare the flow on them "
                              "with the engine in one process")
+    parser.add_argument("--delay-ms", type=float, default=0,
+                        help="put a relay this many ms away (each way) in front of the sink: ../shared/tools/"
+                             "delayproxy, built into benchmarks/data on first use")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     port = free_port()
     sink = start_sink("smtp-sink", port)
-    report: dict = {}
+    relay = None
+    if args.delay_ms:
+        relay, port = start_relay(port, args.delay_ms)
+    report: dict = {"delay_ms_each_way": args.delay_ms, "connections": args.connections}
     try:
         if args.dask:  # the flow on N Dask workers against the engine in one process, on each database
             databases = ([("sqlite", None)] if not args.skip_sqlite else []) + \
@@ -425,6 +444,8 @@ def main() -> None:
                                                 args.prefect_batch)
     finally:
         sink.kill()
+        if relay is not None:
+            relay.kill()
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(report, indent=2))
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
+from typing import Any
 
 from channels.base import Channel, Delivery, Message
 from channels.errors import (
@@ -139,45 +141,65 @@ async def send_all(channel: Channel, messages: list[Message], *, concurrency: in
                    ) -> list[Delivery | ChannelError]:
     """Send many messages with ``concurrency`` in flight; each result is a Delivery or the error it met.
 
-    ``concurrency`` workers take the next message in turn (no task per message), as a bare client
-    loop over that many connections would. A metered channel's workers share one connection to
-    the limiter for the call; an unmetered one (email by default) never asks a limiter.
+    ``send_stream`` over a queue holding every message: ``concurrency`` workers take the next one
+    in turn (no task per message), as a bare client loop over that many connections would.
     """
     meter = meter or (Meter(Limit.per_second(limiter_key or channel.name, rate)) if rate > 0 else None)
     results: list[Delivery | ChannelError | None] = [None] * len(messages)
-    positions = iter(range(len(messages)))
-    fatal: list[ChannelFatal] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for index, message in enumerate(messages):
+        queue.put_nowait((index, message))
+    queue.put_nowait(None)
+    await send_stream(channel, queue, results.__setitem__, concurrency=max(1, min(concurrency, len(messages))),
+                      meter=meter, limiter=limiter, attempts=attempts, base_delay=base_delay, breaker=breaker)
+    return results  # type: ignore[return-value]
+
+
+async def send_stream(channel: Channel, queue: asyncio.Queue, done: Callable[[Any, Delivery | ChannelError], None], *,
+                      concurrency: int = 4, meter: Meter | None = None, limiter: Limiter | None = None,
+                      attempts: int = 3, base_delay: float = 0.5, breaker: Breaker | None = None) -> None:
+    """Send what arrives on ``queue`` — ``(key, message)`` pairs, then ``None`` — telling ``done(key, result)`` each.
+
+    ``concurrency`` workers take the next message as soon as they are free: no batch waits for its
+    slowest message while a producer keeps the queue filled. A metered channel's workers share one
+    connection to the limiter; an unmetered one (email by default) never asks a limiter. A
+    ``ChannelFatal`` error (a full disk) stops the channel: the messages still arriving are not
+    tried and get that error; so do all of them when the channel cannot be opened.
+    """
+    fatal: list[ChannelError] = []
 
     async def worker(gate: Gate | None) -> None:
-        for index in positions:
+        while (entry := await queue.get()) is not None:
+            key, message = entry
             if fatal:  # the channel cannot go on: the rest are not tried
-                results[index] = fatal[0]
+                done(key, fatal[0])
                 continue
             try:
-                results[index] = await _send_one(channel, messages[index], meter, gate, attempts, base_delay, breaker)
+                done(key, await _send_one(channel, message, meter, gate, attempts, base_delay, breaker))
             except ChannelError as exc:
-                results[index] = exc
+                done(key, exc)
                 if isinstance(exc, ChannelFatal):
                     fatal.append(exc)
+        queue.put_nowait(None)  # the end, for the next worker
 
-    def workers(gate: Gate | None) -> asyncio.Future:
-        return asyncio.gather(*(worker(gate) for _ in range(max(1, min(concurrency, len(messages))))))
+    async def fail_all(error: ChannelError) -> None:
+        fatal.append(error)
+        await worker(None)
 
     try:
         await channel.open()
     except ChannelError as exc:
-        return [exc] * len(messages)
-    except Exception as exc:  # noqa: BLE001 - before any hand-over: no message of this call was sent
-        failed = ConnectionFailed(f"cannot open the {channel.name} channel: {type(exc).__name__}: {exc}",
-                                  code="connection_failed", channel=channel.name)
-        return [failed] * len(messages)
+        return await fail_all(exc)
+    except Exception as exc:  # noqa: BLE001 - before any hand-over: no message of this stream was sent
+        return await fail_all(ConnectionFailed(f"cannot open the {channel.name} channel: {type(exc).__name__}: {exc}",
+                                               code="connection_failed", channel=channel.name))
     if meter is None:
-        await workers(None)
-        return results  # type: ignore[return-value]
+        await asyncio.gather(*(worker(None) for _ in range(max(1, concurrency))))
+        return None
     try:
         async with (limiter or LOCAL).connect() as gate:
-            await workers(gate)
+            await asyncio.gather(*(worker(gate) for _ in range(max(1, concurrency))))
     except LimiterUnavailable as exc:  # before any hand-over: the limiter's URL is not one
         exc.channel = channel.name
-        return [exc if result is None else result for result in results]
-    return results  # type: ignore[return-value]
+        await fail_all(exc)
+    return None

@@ -1,10 +1,12 @@
-"""Delivering claimed touches: mark a chunk ``sending``, hand it to the channel, record each outcome.
+"""Delivering claimed touches: mark them ``sending`` a chunk ahead, hand them to the channel, record each outcome.
 
 The crash rules: a touch is committed ``sending`` before it is handed to the provider, and only
 the touches whose move to ``sending`` actually happened are handed over (a run that was taken for
 dead finds its touches already settled and sends none of them); each outcome is recorded after
-its send. A chunk is what a crash can leave ``unknown``, so its size follows the channel's pace:
-about half a second of sending (``CHUNK_SECONDS``). A permanent failure may fall back to the next
+its send. The touches of a channel flow (``Stream``): the next chunk is marked while the current
+one is being sent, and no chunk waits for its slowest message. What a crash can leave ``unknown``
+is about two chunks, so a chunk's size follows the channel's pace: about half a second of sending
+(``CHUNK_SECONDS``). A permanent failure may fall back to the next
 channel of the plan; a channel that stops answering (``channels.sending.Breaker``) fails the rest
 of its touches without trying them, and a fatal channel error (a full disk) ends the run.
 """
@@ -21,7 +23,7 @@ from channels.errors import ChannelError, ChannelFatal, DeliveryUnknown, Permane
 from channels.ratelimit import limiter_for
 from channels.registry import build_channel, meter_of
 from channels.render import Rendered, TemplateError
-from channels.sending import Breaker, send_all
+from channels.sending import Breaker, send_stream
 from crm.db import write_tx
 from crm.ledger import calls, verdicts
 from crm.ledger.claims import Claimed, add_copies, transfer
@@ -75,69 +77,117 @@ def _rendered_for(rendered: dict, decision: Decision) -> Rendered:
 
 
 def send_claimed(run: Run, claimed: list[Claimed], contexts: dict[int, dict], rendered: dict) -> None:
-    """Send claimed touches per channel, record each outcome, fall back on permanent failures.
-
-    The outcomes of one chunk are committed together with the ``sending`` mark of the next (one
-    transaction instead of two): each outcome is still recorded after its send, and each chunk is
-    still marked before it is handed to the provider.
-    """
+    """Send claimed touches per channel (a ``Stream`` each), record each outcome, fall back on permanent failures."""
     by_channel: dict[str, list[Claimed]] = {}
     for item in claimed:
         by_channel.setdefault(item.decision.channel, []).append(item)
-    for name, items in by_channel.items():
-        channel = channel_for(run, name)
-        outcomes: list[dict[str, Any]] = []
-        size, position = CHUNK_FIRST, 0
-        try:
-            while position < len(items):
-                chunk = items[position:position + size]
-                position += len(chunk)
-                began = time.monotonic()
-                outcomes = _send_chunk(run, channel, name, chunk, contexts, rendered, outcomes)
-                size = chunk_size(len(chunk), time.monotonic() - began, size)
-        finally:
-            move(run.engine, outcomes, at=run.clock())
-
-
-def _send_chunk(run: Run, channel: Channel, name: str, items: list[Claimed], contexts: dict[int, dict],
-                rendered: dict, earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mark a chunk ``sending`` (committed with the ``earlier`` outcomes), hand over what moved.
-
-    Returns the chunk's outcomes, still to be recorded (after a permanent failure with fallbacks,
-    they are recorded here, before the fallback touches are sent).
-    """
-    run.check_lease()
-    moved = move(run.engine, earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in items],
-                 at=run.clock())
-    lost = [item for item in items if item.touch_id not in moved]
-    if lost:  # settled by another run meanwhile: not ours to send any more
-        run.counts[f"lost_claim:{name}"] += len(lost)
-        items = [item for item in items if item.touch_id in moved]
-    messages = [_message(run, item, _rendered_for(rendered, item.decision)) for item in items]
-    if run.spec.document:
-        _attach_documents(run, items, messages)
     if run.runner is None:
         run.runner = asyncio.Runner()
-    results = run.runner.run(_send(channel, messages, run, name))
-    moves, fallbacks, fatal = [], [], None
-    for item, result in zip(items, results):
+    for name, items in by_channel.items():
+        stream = Stream(run, channel_for(run, name), name, items, rendered)
+        try:
+            run.runner.run(stream.flow())
+        finally:
+            move(run.engine, stream.take_outcomes(), at=run.clock())
+        if stream.fatal is not None:
+            raise RunStopped(f"the {name} channel cannot go on: {stream.fatal}; the run stopped, and the touches it "
+                             "had not handed over are recorded as failed (the next run contacts those people)")
+        if stream.fallbacks:
+            _fall_back(run, stream.fallbacks, contexts)
+
+
+class Stream:
+    """One channel's claimed touches flowing to the provider: marked ``sending`` a chunk ahead, recorded behind.
+
+    The first chunk is marked before anything is handed over; then, while the channel's workers
+    send (``_send``: as many in flight as it has connections, each taking the next message as soon
+    as it is free), the next chunk is marked in a thread, committed together with the outcomes
+    recorded so far, once the queue is down to half a chunk: the network never waits for the
+    database, and no chunk waits for its slowest message. What a crash can leave ``unknown`` is
+    what was marked and not yet recorded: about two chunks (``CHUNK_SECONDS`` of sending each).
+    """
+
+    def __init__(self, run: Run, channel: Channel, name: str, items: list[Claimed], rendered: dict) -> None:
+        self.run, self.channel, self.name, self.items, self.rendered = run, channel, name, items, rendered
+        self.position, self.size = 0, CHUNK_FIRST
+        self.outcomes: list[dict[str, Any]] = []
+        self.fallbacks: list[tuple[Claimed, ChannelError, dict[str, Any]]] = []
+        self.fatal: ChannelError | None = None
+        self.answered, self.paced = 0, (0, time.monotonic())  # results so far; (results, time) at the last mark
+
+    def take_outcomes(self) -> list[dict[str, Any]]:
+        """The outcomes recorded since the last mark (to be written), leaving none."""
+        taken, self.outcomes = self.outcomes, []
+        return taken
+
+    async def flow(self) -> None:
+        """Mark the first chunk, then send while the marker keeps the queue filled; raise what the marker met."""
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.answer = asyncio.Event()
+        self._enqueue(self._mark(self._next_chunk(), []))
+        sending = _send(self.channel, self.queue, self._done, self.run, self.name)
+        marker, sent = await asyncio.gather(self._marker(), sending, return_exceptions=True)
+        for outcome in (marker, sent):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _marker(self) -> None:
+        try:
+            while self.position < len(self.items) and self.fatal is None:
+                while self.queue.qsize() > self.size // 2 and self.fatal is None:
+                    self.answer.clear()
+                    await self.answer.wait()
+                if self.fatal is None:
+                    chunk, earlier = self._next_chunk(), self.take_outcomes()
+                    self._enqueue(await asyncio.to_thread(self._mark, chunk, earlier))
+        finally:
+            self.queue.put_nowait(None)  # the end of the stream
+
+    def _next_chunk(self) -> list[Claimed]:
+        """The next chunk, sized to about ``CHUNK_SECONDS`` of sending at the pace since the last one."""
+        self.run.check_lease()
+        answered, since = self.paced
+        now = time.monotonic()
+        self.size = chunk_size(self.answered - answered, now - since, self.size)
+        self.paced = (self.answered, now)
+        chunk = self.items[self.position:self.position + self.size]
+        self.position += len(chunk)
+        return chunk
+
+    def _mark(self, chunk: list[Claimed], earlier: list[dict[str, Any]]) -> tuple[list, int]:
+        """Commit ``chunk`` as ``sending`` with the ``earlier`` outcomes; its messages, and how many were lost."""
+        run = self.run
+        moved = move(run.engine, earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in chunk],
+                     at=run.clock())
+        items = [item for item in chunk if item.touch_id in moved]  # others were settled by another run meanwhile
+        messages = [_message(run, item, _rendered_for(self.rendered, item.decision)) for item in items]
+        if run.spec.document:
+            _attach_documents(run, items, messages)
+        return list(zip(items, messages)), len(chunk) - len(items)
+
+    def _enqueue(self, marked: tuple[list, int]) -> None:
+        pairs, lost = marked
+        if lost:
+            self.run.counts[f"lost_claim:{self.name}"] += lost
+        for pair in pairs:
+            self.queue.put_nowait(pair)
+
+    def _done(self, item: Claimed, result: Any) -> None:
+        """One answer: the touch's outcome, to be recorded with the next mark (or at the end)."""
+        self.answered += 1
+        self.answer.set()
         if isinstance(result, ChannelError):
-            moves.append(_failure_move(run, item, result))
-            fatal = fatal or (result if isinstance(result, ChannelFatal) else None)
-            if isinstance(result, PermanentError) and run.spec.fallback and item.decision.fallbacks:
-                fallbacks.append((item, result))
-        else:
-            moves.append({"touch_id": item.touch_id, "status": "sent", "provider_message_id": result.provider_id,
-                          "detail": (f"refused: {result.refused}" if result.refused else None)})
-            run.counts[f"sent:{name}"] += 1
-    if fatal is not None:
-        move(run.engine, moves, at=run.clock())
-        raise RunStopped(f"the {name} channel cannot go on: {fatal}; the run stopped, and the touches it had not "
-                         "handed over are recorded as failed (the next run contacts those people)")
-    if fallbacks:
-        _fall_back(run, fallbacks, moves, contexts)
-        return []
-    return moves
+            failure = _failure_move(self.run, item, result)
+            if isinstance(result, ChannelFatal) and self.fatal is None:
+                self.fatal = result
+            if isinstance(result, PermanentError) and self.run.spec.fallback and item.decision.fallbacks:
+                self.fallbacks.append((item, result, failure))  # recorded once its locks have moved to the fallback
+            else:
+                self.outcomes.append(failure)
+            return
+        self.outcomes.append({"touch_id": item.touch_id, "status": "sent", "provider_message_id": result.provider_id,
+                              "detail": (f"refused: {result.refused}" if result.refused else None)})
+        self.run.counts[f"sent:{self.name}"] += 1
 
 
 def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> None:
@@ -169,12 +219,13 @@ def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -
                             offer_valid_until=run.offer_valid_until)
 
 
-async def _send(channel: Channel, messages: list[Message], run: Run, name: str):
-    """Send through ``channel`` within its provider's limits, shared with every process using the same limiter."""
+async def _send(channel: Channel, queue: asyncio.Queue, done, run: Run, name: str) -> None:
+    """Send what the stream queues through ``channel`` within its provider's limits (shared with every process
+    using the same limiter), as many in flight as the channel has connections."""
     breaker = run.breakers.setdefault(name, Breaker(run.settings.channel_failure_limit))
-    return await send_all(channel, messages, concurrency=run.settings.smtp_pool_size if name == "email" else 4,
-                          meter=meter_of(name, channel, run.settings), limiter=limiter_for(run.settings.rate_limit_url),
-                          attempts=run.settings.send_attempts, breaker=breaker)
+    await send_stream(channel, queue, done, concurrency=run.settings.smtp_pool_size if name == "email" else 4,
+                      meter=meter_of(name, channel, run.settings), limiter=limiter_for(run.settings.rate_limit_url),
+                      attempts=run.settings.send_attempts, breaker=breaker)
 
 
 def close_channels(run: Run) -> None:
@@ -211,11 +262,12 @@ def _new_touch(run: Run, decision: Decision, rendered: Rendered) -> dict[str, An
                      offer_valid_until=run.offer_valid_until)
 
 
-def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError]], moves: list[dict], contexts: dict) -> None:
-    """Move each failed touch's claim to a new touch on the next channel of the plan, then send those."""
+def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError, dict[str, Any]]], contexts: dict) -> None:
+    """Move each failed touch's claim to a new touch on the next channel of the plan, record the failures (which
+    would free the locks, had they not moved), then send the new touches."""
     retry: list[Claimed] = []
     rendered: dict[int, Rendered] = {}
-    for item, error in failed:
+    for item, error, _ in failed:
         channel, point, address, consent = item.decision.fallbacks[0]
         decision = Decision(customer_id=item.decision.customer_id, person_id=item.decision.person_id, action="touch",
                             channel=channel, contact_point_id=point, address=address, consent_id=consent,
@@ -228,7 +280,7 @@ def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError]], moves: list
         touch_id = transfer(run.engine, item.touch_id, _new_touch(run, decision, rendered[decision.customer_id]))
         retry.append(Claimed(touch_id, decision))
         run.counts[f"fallback:{item.decision.channel}->{channel}"] += 1
-    move(run.engine, moves, at=run.clock())
+    move(run.engine, [failure for _, _, failure in failed], at=run.clock())
     if retry:
         send_claimed(run, retry, contexts, rendered)
 
