@@ -1,4 +1,4 @@
-"""One batch of a campaign: select → decide → render → claim, then hand the claimed touches to delivery.
+"""One batch of a campaign: select → decide, then slice by slice render → claim while the slice before is sent.
 
 A batch is a list of customer ids (keyset-paged from the segment); every customer of a batch ends
 in the history as a touch (claimed, then sent / failed / unknown, or deferred) or as a decision
@@ -8,7 +8,9 @@ not to contact, with its reason. A message that cannot be rendered is that custo
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.render import Rendered, TemplateError
@@ -21,7 +23,7 @@ from crm.ledger.arbitration import Terms
 from crm.ledger.policy import Candidate, Decision, decide
 from crm.ledger.runs import live_campaigns
 from crm.ledger.touches import record_decisions, touch_row
-from flows.delivery import add_duplicates, send_claimed
+from flows.delivery import Sending, add_duplicates, send_claimed
 from flows.plan import DueRival, batch_rivals, load_plan, rivals_due
 from flows.run import SAMPLE_SIZE, Run, default_policy
 from segments import count, customer_ids, load_library, resolve
@@ -74,11 +76,34 @@ def _row(run: Run, decision: Decision, status: str, rendered: Rendered | None = 
                      offer_valid_until=run.offer_valid_until)
 
 
+FIRST_SLICE, SLICE = 250, 2000  # customers prepared (rendered, claimed) at once: the first before anything is
+# sent (kept small: the network waits for it), each next one while the one before is being sent
+
+
+def slice_up(decisions: list[Decision]) -> list[list[Decision]]:
+    """A small first slice, then larger ones (fewer claims, each a few statements)."""
+    first = decisions[:FIRST_SLICE]
+    rest = decisions[FIRST_SLICE:]
+    return ([first] if first else []) + [rest[i:i + SLICE] for i in range(0, len(rest), SLICE)]
+
+
+@dataclass
+class Prepared:
+    """A slice of a batch, claimed and rendered: the touches to send now, and what was counted on the way."""
+
+    ready: list[Claimed] = field(default_factory=list)
+    contexts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rendered: dict[Any, Rendered] = field(default_factory=dict)
+    counts: Counter = field(default_factory=Counter)
+
+
 def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     """Decide, render, claim, send and record one batch of customers; return this batch's counts.
 
-    Across batches (and across runs) the person's offer lock decides, so a person's other records
-    end as ``same_person`` or ``cooling_down`` decisions.
+    The batch is decided at once, then prepared (rendered and claimed) a slice at a time in a
+    thread while the slice before it is being sent: the network does not wait for the database
+    or the templates. Across batches (and across runs) the person's offer lock decides, so a
+    person's other records end as ``same_person`` or ``cooling_down`` decisions.
     """
     spec, before = run.spec, Counter(run.counts)
     with run.engine.connect() as conn:
@@ -88,41 +113,87 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
                         policy=run.policy, holdout_percent=spec.holdout_percent,
                         use_preferred=spec.use_preferred_channel) for c in candidates]
     dedupe_persons(decisions)
-    contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
-    go, rows_go, skipped, rendered = [], [], [], {}
+    if run.dry_run:
+        _dry_run(run, candidates, decisions)
+        return dict(run.counts - before)
+    if run.runner is None:
+        run.runner = asyncio.Runner()
+    slices = slice_up(decisions)
+    run.runner.run(_prepare_and_send(run, candidates, slices))
+    refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
+    return dict(run.counts - before)
+
+
+async def _prepare_and_send(run: Run, candidates: list[Candidate], slices: list[list[Decision]]) -> None:
+    """Feed each prepared slice to the channels' streams; the next one is prepared in a thread while this one is
+    sent when the sending waits on the network, else here (a thread would only take the processor from it)."""
+    sending, pending = Sending(run), None
+    try:
+        for index, decisions in enumerate(slices):
+            prepared = await pending if pending is not None else _prepare(run, candidates, decisions)
+            pending = None
+            run.counts.update(prepared.counts)
+            sending.feed(prepared.ready, prepared.contexts, prepared.rendered)
+            if index == 0 and len(slices) > 1:
+                await sending.measured()  # is the network or the processor the limit? (a few round trips)
+            if index + 1 < len(slices) and not sending.broken:
+                if sending.waits_on_network:  # prepared in a thread while this slice is sent
+                    pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[index + 1]))
+                else:                         # here, between sends: a thread would only slow the sending down
+                    await asyncio.sleep(0)
+            if sending.broken:
+                break
+    finally:
+        if pending is not None:  # a slice claimed after sending stopped: the run's end settles it
+            await asyncio.wait([pending])
+        await sending.finish()
+
+
+def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision]) -> Prepared:
+    """Render and claim a slice; record its decisions not to contact (in a thread: nothing shared is changed)."""
+    spec, out = run.spec, Prepared()
+    out.contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
+    go, rows_go, skipped = [], [], []
     for decision in decisions:
-        message = _render_or_skip(run, decision, contexts)
+        message = _render_or_skip(run, decision, out.contexts)
         if decision.action == "skip":
             skipped.append(_row(run, decision, "skipped"))
-            run.counts[f"skipped:{decision.reason}"] += 1
+            out.counts[f"skipped:{decision.reason}"] += 1
             continue
-        rendered[decision.customer_id] = message
+        out.rendered[decision.customer_id] = message
         go.append(decision)
         rows_go.append(_row(run, decision, "deferred" if decision.action == "defer" else "claimed", message))
-        if run.dry_run and len(run.samples) < SAMPLE_SIZE:
-            run.samples.append({"customer_id": decision.customer_id, "channel": decision.channel,
-                                "address": decision.address, "subject": message.subject, "text": message.text})
-    if run.dry_run:
-        _preview(run, go, rows_go, _terms(run, candidates, go))
-        return dict(run.counts - before)
     with write_tx(run.engine) as conn:
         record_decisions(conn, skipped)
     claimed, refused = claim(run.engine, go, rows_go, _terms(run, candidates, go))
     if refused:
         with write_tx(run.engine) as conn:
             record_decisions(conn, refused)
-        for row in refused:
-            run.counts[f"skipped:{row['reason']}"] += 1
-    ready = [c for c in claimed if c.decision.action == "touch"]
+        out.counts.update(f"skipped:{row['reason']}" for row in refused)
+    out.ready = [c for c in claimed if c.decision.action == "touch"]
     if spec.duplicate_in:
-        ready += add_duplicates(run, ready, {c.customer_id: c for c in candidates}, contexts, rendered)
-    for c in claimed:
-        if c.decision.action == "defer":
-            run.counts[f"deferred:{c.decision.channel}"] += 1
-    if ready:
-        send_claimed(run, ready, contexts, rendered)
-    refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
-    return dict(run.counts - before)
+        copies = add_duplicates(run, out.ready, {c.customer_id: c for c in candidates}, out.contexts, out.rendered)
+        out.counts[f"duplicated:{spec.duplicate_in}"] += len(copies)
+        out.ready += copies
+    out.counts.update(f"deferred:{c.decision.channel}" for c in claimed if c.decision.action == "defer")
+    return out
+
+
+def _dry_run(run: Run, candidates: list[Candidate], decisions: list[Decision]) -> None:
+    """Render everyone and apply the whole policy read-only, with samples; nothing is claimed or sent."""
+    contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
+    go, rows_go = [], []
+    for decision in decisions:
+        message = _render_or_skip(run, decision, contexts)
+        if decision.action == "skip":
+            run.counts[f"skipped:{decision.reason}"] += 1
+            continue
+        go.append(decision)
+        rows_go.append(_row(run, decision, "deferred" if decision.action == "defer" else "claimed", message))
+        if len(run.samples) < SAMPLE_SIZE:
+            run.samples.append({"customer_id": decision.customer_id, "channel": decision.channel,
+                                "address": decision.address, "subject": message.subject, "text": message.text})
+    _preview(run, go, rows_go, _terms(run, candidates, go))
 
 
 def _terms(run: Run, candidates: list[Candidate], go: list[Decision]) -> Terms:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from touchflow.errors import RunStopped
 
 CHUNK_SECONDS = 0.5            # what one chunk takes to send: the most a crash can leave unknown
 CHUNK_FIRST, CHUNK_MIN, CHUNK_MAX = 8, 4, 500
+NETWORK_BOUND = 0.005          # a message keeps a connection longer than this: database and templates go to a thread
 
 
 def chunk_size(sent: int, seconds: float, current: int) -> int:
@@ -77,43 +79,136 @@ def _rendered_for(rendered: dict, decision: Decision) -> Rendered:
 
 
 def send_claimed(run: Run, claimed: list[Claimed], contexts: dict[int, dict], rendered: dict) -> None:
-    """Send claimed touches per channel (a ``Stream`` each), record each outcome, fall back on permanent failures."""
-    by_channel: dict[str, list[Claimed]] = {}
-    for item in claimed:
-        by_channel.setdefault(item.decision.channel, []).append(item)
+    """``deliver`` on the run's event loop (for callers outside it)."""
     if run.runner is None:
         run.runner = asyncio.Runner()
-    for name, items in by_channel.items():
-        stream = Stream(run, channel_for(run, name), name, items, rendered)
-        try:
-            run.runner.run(stream.flow())
-        finally:
-            move(run.engine, stream.take_outcomes(), at=run.clock())
-        if stream.fatal is not None:
-            raise RunStopped(f"the {name} channel cannot go on: {stream.fatal}; the run stopped, and the touches it "
-                             "had not handed over are recorded as failed (the next run contacts those people)")
-        if stream.fallbacks:
-            _fall_back(run, stream.fallbacks, contexts)
+    run.runner.run(deliver(run, claimed, contexts, rendered))
+
+
+async def deliver(run: Run, claimed: list[Claimed], contexts: dict[int, dict], rendered: dict) -> None:
+    """Send claimed touches per channel, record each outcome, fall back on permanent failures."""
+    sending = Sending(run)
+    sending.feed(claimed, contexts, rendered)
+    await sending.finish()
+
+
+class Sending:
+    """The streams of one batch, one per channel, fed slice by slice as the batch is claimed."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.streams: dict[str, Stream] = {}
+        self.flows: list[asyncio.Future] = []
+        self.contexts: dict[int, dict] = {}
+        self.rendered: dict[Any, Rendered] = {}
+
+    @property
+    def waits_on_network(self) -> bool:
+        """Whether a stream's messages keep their connections long enough for other work to overlap them."""
+        return any(stream.waits_on_network for stream in self.streams.values())
+
+    async def measured(self, longest: float = 1.0) -> None:
+        """Send until every stream has answered enough to tell whether it waits on the network (at most ``longest``)."""
+        until = time.monotonic() + longest
+        while time.monotonic() < until and not self.broken and any(
+                not stream.measured and not stream.ended for stream in self.streams.values()):
+            await asyncio.sleep(0.002)
+
+    @property
+    def broken(self) -> bool:
+        """A stream has stopped with an error (a lost lease, a database error): no point feeding more."""
+        return any(flow.done() and flow.exception() is not None for flow in self.flows)
+
+    def feed(self, claimed: list[Claimed], contexts: dict[int, dict], rendered: dict) -> None:
+        """Hand more claimed touches to their channels' streams (started on first use)."""
+        self.contexts.update(contexts)
+        self.rendered.update(rendered)
+        by_channel: dict[str, list[Claimed]] = {}
+        for item in claimed:
+            by_channel.setdefault(item.decision.channel, []).append(item)
+        for name, items in by_channel.items():
+            if name not in self.streams:
+                self.streams[name] = Stream(self.run, channel_for(self.run, name), name, self.rendered,
+                                            concurrency(self.run, name))
+                self.flows.append(asyncio.ensure_future(self.streams[name].flow()))
+            self.streams[name].add(items)
+
+    async def finish(self) -> None:
+        """No more touches: let every stream end, record what is left, then stop on a fatal error or fall back."""
+        for stream in self.streams.values():
+            stream.close()
+        ended = await asyncio.gather(*self.flows, return_exceptions=True)
+        for stream in self.streams.values():
+            await asyncio.to_thread(move, self.run.engine, stream.take_outcomes(), at=self.run.clock())
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for name, stream in self.streams.items():
+            if stream.fatal is not None:
+                raise RunStopped(f"the {name} channel cannot go on: {stream.fatal}; the run stopped, and the touches "
+                                 "it had not handed over are recorded as failed (the next run contacts those people)")
+        failed = [entry for stream in self.streams.values() for entry in stream.fallbacks]
+        if failed:
+            retry, again, counts = await asyncio.to_thread(_fall_back, self.run, failed, self.contexts)
+            self.run.counts.update(counts)
+            if retry:
+                await deliver(self.run, retry, self.contexts, again)
 
 
 class Stream:
     """One channel's claimed touches flowing to the provider: marked ``sending`` a chunk ahead, recorded behind.
 
-    The first chunk is marked before anything is handed over; then, while the channel's workers
-    send (``_send``: as many in flight as it has connections, each taking the next message as soon
-    as it is free), the next chunk is marked in a thread, committed together with the outcomes
-    recorded so far, once the queue is down to half a chunk: the network never waits for the
-    database, and no chunk waits for its slowest message. What a crash can leave ``unknown`` is
-    what was marked and not yet recorded: about two chunks (``CHUNK_SECONDS`` of sending each).
+    Touches are added as they are claimed (``add``) until ``close``. The first chunk is marked
+    before anything is handed over; then, while the channel's workers send (``_send``: as many in
+    flight as it has connections, each taking the next message as soon as it is free), the next
+    chunk is marked in a thread, committed together with the outcomes recorded so far, once the
+    queue is down to half a chunk: the network never waits for the database, and no chunk waits
+    for its slowest message. What a crash can leave ``unknown`` is what was marked and not yet
+    recorded: about two chunks (``CHUNK_SECONDS`` of sending each).
     """
 
-    def __init__(self, run: Run, channel: Channel, name: str, items: list[Claimed], rendered: dict) -> None:
-        self.run, self.channel, self.name, self.items, self.rendered = run, channel, name, items, rendered
+    def __init__(self, run: Run, channel: Channel, name: str, rendered: dict, connections: int) -> None:
+        self.run, self.channel, self.name, self.rendered, self.connections = run, channel, name, rendered, connections
+        self.began: float | None = None  # when the first message was handed over
+        self.items: list[Claimed] = []
+        self.closed = False
         self.position, self.size = 0, CHUNK_FIRST
         self.outcomes: list[dict[str, Any]] = []
         self.fallbacks: list[tuple[Claimed, ChannelError, dict[str, Any]]] = []
         self.fatal: ChannelError | None = None
         self.answered, self.paced = 0, (0, time.monotonic())  # results so far; (results, time) at the last mark
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.wake = asyncio.Event()  # set by an answer, new touches, or the close
+
+    def add(self, items: list[Claimed]) -> None:
+        self.items.extend(items)
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    @property
+    def measured(self) -> bool:
+        """Enough answers to know the pace (twice as many as there are connections)."""
+        return self.began is not None and self.answered >= 2 * self.connections
+
+    @property
+    def ended(self) -> bool:
+        return self.fatal is not None or (self.closed and self.answered >= len(self.items))
+
+    @property
+    def waits_on_network(self) -> bool:
+        """Whether a message keeps a connection longer than ``NETWORK_BOUND`` (a relay far away, a slow API): then
+        marking, rendering and claiming run in threads, beside the sending; on a fast network the threads would
+        only take the processor from the sending."""
+        if not self.measured:
+            return False
+        return (time.monotonic() - self.began) * self.connections / self.answered > NETWORK_BOUND
+
+    async def off_loop(self, function, *args):
+        """``function(*args)`` in a thread when the stream waits on the network, else here."""
+        return await asyncio.to_thread(function, *args) if self.waits_on_network else function(*args)
 
     def take_outcomes(self) -> list[dict[str, Any]]:
         """The outcomes recorded since the last mark (to be written), leaving none."""
@@ -122,24 +217,32 @@ class Stream:
 
     async def flow(self) -> None:
         """Mark the first chunk, then send while the marker keeps the queue filled; raise what the marker met."""
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.answer = asyncio.Event()
+        if not await self._ready():
+            return
         self._enqueue(self._mark(self._next_chunk(), []))
+        self.began = time.monotonic()
         sending = _send(self.channel, self.queue, self._done, self.run, self.name)
         marker, sent = await asyncio.gather(self._marker(), sending, return_exceptions=True)
         for outcome in (marker, sent):
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    async def _ready(self) -> bool:
+        """Wait until there is a chunk to mark (True) or the stream has ended (False)."""
+        while self.fatal is None:
+            if self.position < len(self.items) and self.queue.qsize() <= self.size // 2:
+                return True
+            if self.closed and self.position >= len(self.items):
+                return False
+            self.wake.clear()
+            await self.wake.wait()
+        return False
+
     async def _marker(self) -> None:
         try:
-            while self.position < len(self.items) and self.fatal is None:
-                while self.queue.qsize() > self.size // 2 and self.fatal is None:
-                    self.answer.clear()
-                    await self.answer.wait()
-                if self.fatal is None:
-                    chunk, earlier = self._next_chunk(), self.take_outcomes()
-                    self._enqueue(await asyncio.to_thread(self._mark, chunk, earlier))
+            while await self._ready():
+                chunk, earlier = self._next_chunk(), self.take_outcomes()
+                self._enqueue(await self.off_loop(self._mark, chunk, earlier))
         finally:
             self.queue.put_nowait(None)  # the end of the stream
 
@@ -154,28 +257,31 @@ class Stream:
         self.position += len(chunk)
         return chunk
 
-    def _mark(self, chunk: list[Claimed], earlier: list[dict[str, Any]]) -> tuple[list, int]:
-        """Commit ``chunk`` as ``sending`` with the ``earlier`` outcomes; its messages, and how many were lost."""
+    def _mark(self, chunk: list[Claimed], earlier: list[dict[str, Any]]) -> tuple[list, int, int]:
+        """Commit ``chunk`` as ``sending`` with the ``earlier`` outcomes (in a thread): its messages, how many were
+        lost to another run, how many documents failed."""
         run = self.run
         moved = move(run.engine, earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in chunk],
                      at=run.clock())
         items = [item for item in chunk if item.touch_id in moved]  # others were settled by another run meanwhile
         messages = [_message(run, item, _rendered_for(self.rendered, item.decision)) for item in items]
-        if run.spec.document:
-            _attach_documents(run, items, messages)
-        return list(zip(items, messages)), len(chunk) - len(items)
+        failed = _attach_documents(run, items, messages) if run.spec.document else 0
+        return list(zip(items, messages)), len(chunk) - len(items), failed
 
-    def _enqueue(self, marked: tuple[list, int]) -> None:
-        pairs, lost = marked
+    def _enqueue(self, marked: tuple[list, int, int]) -> None:
+        pairs, lost, documents_failed = marked
         if lost:
             self.run.counts[f"lost_claim:{self.name}"] += lost
+        if documents_failed:
+            self.run.counts["document_failed"] += documents_failed
         for pair in pairs:
             self.queue.put_nowait(pair)
 
     def _done(self, item: Claimed, result: Any) -> None:
         """One answer: the touch's outcome, to be recorded with the next mark (or at the end)."""
         self.answered += 1
-        self.answer.set()
+        if self.queue.qsize() <= self.size // 2:  # time to mark the next chunk: wake the marker (not on every answer)
+            self.wake.set()
         if isinstance(result, ChannelError):
             failure = _failure_move(self.run, item, result)
             if isinstance(result, ChannelFatal) and self.fatal is None:
@@ -190,13 +296,13 @@ class Stream:
         self.run.counts[f"sent:{self.name}"] += 1
 
 
-def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> None:
+def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> int:
     """Generate the spec's document for each touch: attached to emails, referenced by call tasks, recorded."""
     from documents.proposals import DocumentError, record_document, render_document
 
     folder = Path(run.settings.outbox_dir) / "documents"
     rows = run.spec.offer_values.get("items")
-    written = []
+    written, failed = [], 0
     for item, message in zip(items, messages):
         try:
             path, digest, summary = render_document(run.engine, run.spec.document, item.decision.customer_id,
@@ -204,7 +310,7 @@ def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -
                                                     today=run.as_of, valid_until=run.offer_valid_until,
                                                     settings=run.settings)
         except DocumentError as exc:
-            run.counts["document_failed"] += 1
+            failed += 1
             message.metadata["document_error"] = str(exc)
             continue
         written.append((item, path, digest, summary))
@@ -217,13 +323,19 @@ def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -
             record_document(conn, run.spec.document, item.decision.customer_id, path, digest, summary,
                             campaign=run.spec.name, run_id=run.run_id, offer=run.spec.offer,
                             offer_valid_until=run.offer_valid_until)
+    return failed
+
+
+def concurrency(run: Run, name: str) -> int:
+    """Messages in flight at once on a channel: the SMTP pool's connections for email, else 4."""
+    return run.settings.smtp_pool_size if name == "email" else 4
 
 
 async def _send(channel: Channel, queue: asyncio.Queue, done, run: Run, name: str) -> None:
     """Send what the stream queues through ``channel`` within its provider's limits (shared with every process
     using the same limiter), as many in flight as the channel has connections."""
     breaker = run.breakers.setdefault(name, Breaker(run.settings.channel_failure_limit))
-    await send_stream(channel, queue, done, concurrency=run.settings.smtp_pool_size if name == "email" else 4,
+    await send_stream(channel, queue, done, concurrency=concurrency(run, name),
                       meter=meter_of(name, channel, run.settings), limiter=limiter_for(run.settings.rate_limit_url),
                       attempts=run.settings.send_attempts, breaker=breaker)
 
@@ -262,11 +374,13 @@ def _new_touch(run: Run, decision: Decision, rendered: Rendered) -> dict[str, An
                      offer_valid_until=run.offer_valid_until)
 
 
-def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError, dict[str, Any]]], contexts: dict) -> None:
-    """Move each failed touch's claim to a new touch on the next channel of the plan, record the failures (which
-    would free the locks, had they not moved), then send the new touches."""
+def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError, dict[str, Any]]],
+               contexts: dict) -> tuple[list[Claimed], dict[int, Rendered], Counter]:
+    """Move each failed touch's claim to a new touch on the next channel of the plan, then record the failures
+    (which would have freed the locks, had they not moved); the new touches to send, their messages, the counts."""
     retry: list[Claimed] = []
     rendered: dict[int, Rendered] = {}
+    counts: Counter = Counter()
     for item, error, _ in failed:
         channel, point, address, consent = item.decision.fallbacks[0]
         decision = Decision(customer_id=item.decision.customer_id, person_id=item.decision.person_id, action="touch",
@@ -279,10 +393,9 @@ def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError, dict[str, Any
             continue
         touch_id = transfer(run.engine, item.touch_id, _new_touch(run, decision, rendered[decision.customer_id]))
         retry.append(Claimed(touch_id, decision))
-        run.counts[f"fallback:{item.decision.channel}->{channel}"] += 1
+        counts[f"fallback:{item.decision.channel}->{channel}"] += 1
     move(run.engine, [failure for _, _, failure in failed], at=run.clock())
-    if retry:
-        send_claimed(run, retry, contexts, rendered)
+    return retry, rendered, counts
 
 
 def add_duplicates(run: Run, primaries: list[Claimed], candidates: dict, contexts: dict,
@@ -307,6 +420,4 @@ def add_duplicates(run: Run, primaries: list[Claimed], candidates: dict, context
         rendered[(decision.customer_id, channel)] = text
         decisions.append(decision)
         rows.append(_new_touch(run, decision, text) | {"created_at": run.now, "updated_at": run.now})
-    copies = [Claimed(touch_id, decision) for touch_id, decision in zip(add_copies(run.engine, rows), decisions)]
-    run.counts[f"duplicated:{channel}"] += len(copies)
-    return copies
+    return [Claimed(touch_id, decision) for touch_id, decision in zip(add_copies(run.engine, rows), decisions)]

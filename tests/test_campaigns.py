@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -237,10 +238,10 @@ def expire_lease(engine, run_id: str) -> None:
 
 
 def test_a_run_dead_before_sending_releases_its_claims_to_the_next_run(engine, tmp_path):
-    from flows import batch
+    from flows import delivery
 
     build_base(engine, tmp_path)
-    _die_in(engine, tmp_path, batch, "send_claimed")
+    _die_in(engine, tmp_path, delivery.Sending, "feed")
     assert Counter(row.status for row in history(engine)) == {"claimed": 10, "skipped": 2}
     summary, r2 = run(engine, spec(), tmp_path)
     assert summary["other"]["released_from_earlier_runs"] == 10
@@ -253,24 +254,25 @@ def test_touches_handed_over_when_a_run_died_become_unknown_and_are_not_resent(e
 
     build_base(engine, tmp_path)
     _die_in(engine, tmp_path, delivery, "_send")
+    time.sleep(0.5)  # the SMS stream, marking its first touch in a thread when the run died, may still commit it
     statuses = Counter(row.status for row in history(engine))
-    assert statuses["sending"] == delivery.CHUNK_FIRST     # the first email chunk was handed over
-    assert statuses["claimed"] == 10 - delivery.CHUNK_FIRST
+    marked = statuses["sending"]           # the first email chunk (and perhaps the SMS one) was handed over
+    assert marked in (delivery.CHUNK_FIRST, delivery.CHUNK_FIRST + 1) and statuses["claimed"] == 10 - marked
     summary, r2 = run(engine, spec(), tmp_path)
-    assert summary["other"]["unknown_from_earlier_runs"] == delivery.CHUNK_FIRST
-    assert summary["other"]["released_from_earlier_runs"] == 10 - delivery.CHUNK_FIRST
-    sent_again = {m.to for m in r2.channels["email"].outbox}
+    assert summary["other"]["unknown_from_earlier_runs"] == marked
+    assert summary["other"]["released_from_earlier_runs"] == 10 - marked
+    sent_again = {m.to for channel in r2.channels.values() for m in channel.outbox}
     handed_over = {row.address for row in history(engine) if row.status == "unknown"}
-    assert len(handed_over) == delivery.CHUNK_FIRST and not sent_again & handed_over    # never resent
-    assert Counter(row.status for row in history(engine))["unknown"] == delivery.CHUNK_FIRST
+    assert len(handed_over) == marked and not sent_again & handed_over    # never resent
+    assert Counter(row.status for row in history(engine))["unknown"] == marked
 
 
 def test_a_live_run_keeps_its_claims_while_another_run_of_the_campaign_starts(engine, tmp_path):
     """A second run beside a live one (a schedule overlapping a manual run) settles nothing of the first."""
-    from flows import batch
+    from flows import delivery
 
     build_base(engine, tmp_path)
-    first = _die_in(engine, tmp_path, batch, "send_claimed", expire=False)  # claimed, lease still valid
+    first = _die_in(engine, tmp_path, delivery.Sending, "feed", expire=False)  # claimed, lease still valid
     summary, r2 = run(engine, spec(), tmp_path)
     assert "released_from_earlier_runs" not in summary["other"] and r2.channels["email"].outbox == []
     assert summary["not_contacted"] == {"cooling_down": 10, "no_consent": 1, "same_person": 1}
