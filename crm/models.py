@@ -611,3 +611,33 @@ class AccessLog(SQLModel, table=True):
     method: str = Field(max_length=8)
     route: str = Field(max_length=200)
     detail: Optional[str] = Field(default=None, max_length=500)
+
+
+class JourneyState(SQLModel, table=True):
+    """A person's place in a journey: the step they are at, when it is due, or why they left (``crm.ledger.journeys``).
+
+    ``status`` is ``active`` (at ``step``, due at ``due_at``), ``done`` (past the last step),
+    ``left`` (``left_reason``: a branch's condition, ``opted_out``, ``held_back:<reason>``) or
+    ``holdout`` (the journey's control group: never contacted). A runner leases the rows it works
+    (``lease_owner`` until ``lease_until``), so two runners never run one person's step at once.
+    """
+
+    __tablename__ = "journey_states"
+    __table_args__ = (UniqueConstraint("journey", "person_id", name="uq_journey_states_journey_person"),
+                      Index("ix_journey_states_due", "journey", "status", "due_at"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    journey: str = Field(max_length=200)
+    person_id: int
+    customer_id: int = Field(foreign_key="customers.id")
+    step: str = Field(max_length=60)
+    status: str = Field(default="active", max_length=16)
+    due_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    entered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    step_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # when the current step began
+    attempts: int = Field(default=0)  # tries of the current send step the policy held back
+    last_touch_id: Optional[int] = Field(default=None)
+    left_reason: Optional[str] = Field(default=None, max_length=64)
+    lease_owner: Optional[str] = Field(default=None, max_length=64)
+    lease_until: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

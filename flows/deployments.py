@@ -1,4 +1,4 @@
-"""A project's ``prefect.yaml``: one Prefect deployment per campaign or reminder spec, on its own schedule.
+"""A project's ``prefect.yaml``: one Prefect deployment per campaign, reminder or journey spec, on its own schedule.
 
 Deployments name the flow by module (``flows.campaign:campaign_flow``), so they run wherever
 touchflow is installed, not from the deploying machine's checkout. The worker finds the project
@@ -20,6 +20,7 @@ from touchflow.settings import CONFIG_FILE, SECRETS
 
 POOL = "touchflow-process"
 ENTRYPOINT = "flows.campaign:campaign_flow"
+JOURNEY_ENTRYPOINT = "flows.journey:journey_flow"
 PREFECT_VERSION = "3.8.8"
 
 
@@ -50,7 +51,8 @@ def deployments(project: Path, pool: str = POOL, name: str | None = None) -> dic
         spec = load_spec(path)
         entry: dict[str, Any] = {
             "name": spec.name, "description": spec.description or f"{spec.kind} {spec.name}",
-            "entrypoint": ENTRYPOINT, "parameters": {"spec_path": path.relative_to(project).as_posix()},
+            "entrypoint": JOURNEY_ENTRYPOINT if spec.kind == "journey" else ENTRYPOINT,
+            "parameters": {"spec_path": path.relative_to(project).as_posix()},
             "work_pool": {"name": pool, "work_queue_name": "default", "job_variables": {"env": job_env(project)}},
             "tags": [spec.kind, spec.purpose]}
         if spec.schedule:

@@ -33,7 +33,7 @@ from crm.keys import configured_secret, signing_key
 from crm.ledger import runs as ledger_runs
 from crm.ledger.policy import Decision, Policy
 from flows.spec import CampaignSpec, resolve_offer
-from touchflow.errors import ConfigError, RunStopped
+from touchflow.errors import ConfigError, RunStopped, UsageError
 from touchflow.settings import SECRETS, Settings, get_settings
 
 SAMPLE_SIZE = 3
@@ -153,6 +153,9 @@ def default_policy(settings: Settings) -> Policy:
 def start(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, now: datetime | None = None,
           as_of: date | None = None, settings: Settings | None = None) -> Run:
     """Open a run: settle runs that died, record this one with a lease, prepare template and key."""
+    if spec.kind == "journey":
+        raise UsageError(f"{spec.name} is a journey: it runs step by step with `touchflow journey run {spec.name}` "
+                         "(or its Prefect deployment), not as one campaign run")
     settings = settings or get_settings()
     now = now or datetime.now(timezone.utc)
     run = Run(engine=engine, spec=spec, run_id=uuid.uuid4().hex, now=now, as_of=as_of or now.date(),

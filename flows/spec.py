@@ -15,7 +15,7 @@
     budget: 5000
     policy: {cap_max: 3, cap_days: 7, offer_cooldown_days: 30, min_gap_hours: 24, quiet_hours: "21:00-09:00"}
     schedule: {cron: "0 10 * * *", timezone: Europe/Moscow}
-    kind: campaign                             # or reminder (run by the daily reminders flow)
+    kind: campaign                             # or reminder (run by the daily reminders flow), or journey (steps:)
     document: proposal                         # a .docx per touch: attached to email, put on the call task
     offer_values: {discount_percent: 5, valid_until: end_of_month}
 
@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from crm.ledger.policy import Policy, QuietHours
+from flows.journey_spec import Step, name_steps
 from touchflow.errors import InputError
 
 CHANNELS = ("email", "sms", "voice", "telegram", "call")
@@ -161,7 +162,7 @@ class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str = ""
-    kind: Literal["campaign", "reminder"] = "campaign"
+    kind: Literal["campaign", "reminder", "journey"] = "campaign"
     segment: str | None = None
     rule: dict[str, Any] | None = None
     purpose: Literal["marketing", "service"]
@@ -180,6 +181,7 @@ class CampaignSpec(BaseModel):
     schedule: Schedule | None = None
     keep_body: bool = True
     document: str | None = None  # a templates/documents/<name>.docx to generate per touch (attached / on the task)
+    steps: list[Step] | None = None  # a journey's steps (flows.journey_spec)
 
     @field_validator("offer_values")
     @classmethod
@@ -193,7 +195,17 @@ class CampaignSpec(BaseModel):
             raise ValueError("give exactly one of segment (a name) or rule (inline)")
         if len(set(self.channels)) != len(self.channels):
             raise ValueError("channels lists a channel twice")
+        if (self.kind == "journey") != bool(self.steps):
+            raise ValueError("a journey (kind: journey) has steps, and only a journey has them")
+        if self.steps:
+            self.steps = name_steps(self.steps)
         return self
+
+    def step_spec(self, step: Step) -> CampaignSpec:
+        """A journey's send step as a campaign of its own (its channels and template), run under the journey's name."""
+        return self.model_copy(update={"kind": "campaign", "steps": None, "channels": list(step.send.channels),
+                                       "template": step.send.template or self.template, "holdout_percent": 0,
+                                       "duplicate_in": None, "schedule": None})
 
     def contact_policy(self, base: Policy) -> Policy:
         """The default policy with this spec's overrides."""
@@ -245,12 +257,16 @@ def check_spec(path: Path | str, as_of: date | None = None) -> CampaignSpec:
         resolve(spec.rule if spec.rule is not None else spec.segment, load_library())
     except SegmentError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    try:
-        missing = [c for c in spec.channels if c not in channels_of(spec.template)]
-    except TemplateError as exc:
-        raise SpecError(f"{path}: template: {exc}") from None
-    if missing:
-        raise SpecError(f"{path}: channels: template {spec.template!r} has no part for {', '.join(missing)}")
+    parts = [("channels", spec.template, spec.channels)] + [
+        (f"steps.{step.id}", step.send.template or spec.template, step.send.channels)
+        for step in spec.steps or [] if step.send]
+    for where, template, channels in parts:
+        try:
+            missing = [c for c in channels if c not in channels_of(template)]
+        except TemplateError as exc:
+            raise SpecError(f"{path}: {where}: template: {exc}") from None
+        if missing:
+            raise SpecError(f"{path}: {where}: template {template!r} has no part for {', '.join(missing)}")
     try:
         resolve_offer(meta(spec.template).get("offer", {}), spec.offer_values, as_of or date.today(),
                       template=spec.template, campaign=spec.name)

@@ -92,7 +92,8 @@ def test_the_project_prefect_yaml_has_a_deployment_per_spec_on_its_own_schedule(
     assert set(deployments) == {spec["name"] for spec in specs.values()}
     for spec in specs.values():
         deployment = deployments[spec["name"]]
-        assert deployment["entrypoint"] == "flows.campaign:campaign_flow"             # no checkout path
+        assert deployment["entrypoint"] == ("flows.journey:journey_flow" if spec.get("kind") == "journey"
+                                            else "flows.campaign:campaign_flow")       # no checkout path
         assert deployment["parameters"]["spec_path"].startswith("campaigns/")
         env = deployment["work_pool"]["job_variables"]["env"]
         assert env["TOUCHFLOW_LOCALE"] == "ru_RU" and not any("PASSWORD" in key or "TOKEN" in key for key in env)

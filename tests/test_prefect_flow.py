@@ -116,3 +116,23 @@ def test_the_instance_secret_comes_from_a_prefect_secret_block_too(harness, monk
     monkeypatch.setenv("TOUCHFLOW_SECRET_KEY_BLOCK", "touchflow-test-secret-key")
     reset_settings()
     assert configured_secret() == "key-from-the-block"
+
+
+def test_a_journey_runs_as_a_prefect_flow_and_moves_each_person_once(harness, engine, cli_env, tmp_path, monkeypatch):
+    from flows.journey import journey_flow
+    from tests.test_journeys import build, journey_file
+    from touchflow.settings import reset_settings
+
+    build(engine, tmp_path, 5)
+    path = journey_file(tmp_path)
+    for name, value in {"TOUCHFLOW_CAMPAIGNS_DIR": str(tmp_path / "campaigns"), "TOUCHFLOW_EMAIL_TRANSPORT": "file",
+                        "TOUCHFLOW_OUTBOX_DIR": str(tmp_path / "outbox")}.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    state = journey_flow(str(path), return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result["counts"]["sent:email"] == 5 and result["status"]["at_step"]["three_days"]["people"] == 5
+    assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 5
+    assert journey_flow(str(path))["counts"] == {}                        # a rerun: nobody is due, nothing sent
+    assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 5

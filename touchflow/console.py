@@ -21,8 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # ":email:" in a count is text, not a pictogram
+err_console = Console(stderr=True, emoji=False)
 
 
 def _default(value: Any) -> Any:

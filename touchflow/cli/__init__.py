@@ -6,7 +6,7 @@
     sales.py       tasks …, proposal generate           compliance.py compliance report | verify
     managers.py    managers import | list | deactivate  project.py    init, config show, deployments write, …
     users.py       user add | list | disable | reset | token create | token revoke
-    plan.py        plan show | simulate
+    plan.py        plan show | simulate                  journey.py    journey list | run | status
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -23,6 +23,7 @@ from touchflow.cli import (
     customers,
     database,
     importing,
+    journey,
     managers,
     messages,
     plan,
@@ -43,7 +44,7 @@ GROUPS = {
     "telegram": messages.telegram_app, "campaign": campaigns.app, "reminders": campaigns.reminders,
     "tasks": sales.tasks_app, "proposal": sales.proposal_app, "compliance": compliance.app,
     "config": project.config_app, "deployments": project.deployments_app,
-    "managers": managers.app, "user": users.app, "plan": plan.app,
+    "managers": managers.app, "user": users.app, "plan": plan.app, "journey": journey.app,
 }
 COMMANDS = {
     "init": project.init, "demo": project.demo, "serve": project.serve, "stats": database.stats,
