@@ -10,9 +10,10 @@ real runs of that day do. On top it applies what the runs leave to people and pr
 * reps work their call tasks up to their daily capacity; the rest waits (backlog, overload);
 * providers send at their rate limits: the hours each channel's day needs.
 
-Not simulated: journeys (their steps depend on replies and purchases to come), messages that
-fail to render, fallbacks after permanent failures, and changes to the base (new purchases,
-opt-outs) during the period.
+Journeys are walked step by step from where each person is today (``flows.simulated_journeys``),
+as if nobody bought, replied or opted out in the period. Not simulated: messages that fail to
+render, fallbacks after permanent failures, and changes to the base (new purchases, opt-outs)
+during the period.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from crm.models import CallTask, ContactLock, Customer, Manager
 from flows.batch import dedupe_persons
 from flows.plan import Plan, fires, rival, rivals_due
 from flows.run import default_policy
+from flows.simulated_journeys import journey_fire, load_walkers
 from flows.spec import CampaignSpec
 from segments import customer_ids, load_library, resolve
 from touchflow.settings import Settings
@@ -66,6 +68,7 @@ class State:
     ids: itertools.count = field(default_factory=lambda: itertools.count(-2, -1))
     members: dict[tuple[str, date], list[int]] = field(default_factory=dict)
     rivals: dict[tuple[str, date], Rival] = field(default_factory=dict)  # whom each would contact, by day
+    journeys: dict[str, Any] = field(default_factory=dict)  # journey → its walkers (flows.simulated_journeys)
 
 
 def simulate(engine: Engine, plan: Plan, *, start: datetime, days: int, settings: Settings,
@@ -77,7 +80,10 @@ def simulate(engine: Engine, plan: Plan, *, start: datetime, days: int, settings
     for day in range(days):
         begin = start + timedelta(days=day)
         for at, spec in (item for item in fired if begin <= item[0] < begin + timedelta(days=1)):
-            _fire(engine, plan, state, spec, at, settings, report)
+            if spec.kind == "journey":
+                journey_fire(engine, plan, state, spec, at, settings, report)
+            else:
+                _fire(engine, plan, state, spec, at, settings, report)
         _work_calls(state, begin.date(), report)
         if progress:
             progress(day + 1, days)
@@ -85,11 +91,10 @@ def simulate(engine: Engine, plan: Plan, *, start: datetime, days: int, settings
 
 
 def schedule(plan: Plan, start: datetime, days: int) -> list[tuple[datetime, CampaignSpec]]:
-    """Every fire of the plan's campaigns and reminders in the period, in each one's zone (its day is the run's
-    ``as_of``): by time, higher priority first at the same moment."""
+    """Every fire of the plan's campaigns, reminders and journeys in the period, in each one's zone (its day is the
+    run's ``as_of``): by time, higher priority first at the same moment."""
     end = start + timedelta(days=days)
-    items = [(at, entry.spec) for entry in plan.entries if entry.spec.kind != "journey"
-             for at in fires(entry.spec, start, end)]
+    items = [(at, entry.spec) for entry in plan.entries for at in fires(entry.spec, start, end)]
     return sorted(items, key=lambda item: (item[0], -item[1].priority, item[1].name))
 
 
@@ -99,12 +104,16 @@ def _load_state(engine: Engine, plan: Plan, schedule: list, settings: Settings) 
     library = load_library()
     wanted: set[int] = set()
     for at, spec in schedule:
-        wanted.update(_members(engine, state, spec, at.date(), library))
+        wanted.update(members_on(engine, state, spec, at.date(), library))
     for entry in plan.entries:  # rivals are looked up on the day of each fire
         if entry.spec.purpose == "marketing" and entry.spec.kind != "journey" and entry.spec.schedule:
             for day in {at.date() for at, _ in schedule}:
-                wanted.update(_members(engine, state, entry.spec, day, library))
+                wanted.update(members_on(engine, state, entry.spec, day, library))
     now = schedule[0][0] if schedule else datetime.now(timezone.utc)
+    walkers = load_walkers(engine, [e.spec for e in plan.entries if e.spec.kind == "journey"])
+    for journey in walkers.values():
+        wanted.update(w.customer_id for w in journey.people.values())
+    state.journeys = walkers
     with engine.connect() as conn:
         for chunk in in_chunks(sorted(wanted), 5000):
             for candidate in load_candidates(conn, chunk):
@@ -116,7 +125,7 @@ def _load_state(engine: Engine, plan: Plan, schedule: list, settings: Settings) 
     return state
 
 
-def _members(engine: Engine, state: State, spec: CampaignSpec, day: date, library) -> list[int]:
+def members_on(engine: Engine, state: State, spec: CampaignSpec, day: date, library) -> list[int]:
     key = (spec.name, day)
     if key not in state.members:
         rule = resolve(spec.rule if spec.rule is not None else spec.segment, library)
@@ -148,7 +157,7 @@ def _fire(engine: Engine, plan: Plan, state: State, spec: CampaignSpec, at: date
     """One run of ``spec`` at ``at``, on the state: decide, arbitrate, claim; count what it did."""
     library, day, base = load_library(), at.date(), default_policy(settings)
     policy = spec.contact_policy(base)
-    candidates = [state.candidates[cid] for cid in _members(engine, state, spec, day, library)
+    candidates = [state.candidates[cid] for cid in members_on(engine, state, spec, day, library)
                   if cid in state.candidates]
     decisions = [decide(c, campaign=spec.name, channels=list(spec.channels), purpose=spec.purpose, now=at,
                         policy=policy, holdout_percent=spec.holdout_percent, use_preferred=spec.use_preferred_channel)
@@ -158,28 +167,34 @@ def _fire(engine: Engine, plan: Plan, state: State, spec: CampaignSpec, at: date
     run_id = f"simulated:{spec.name}:{at:%Y%m%d%H%M}"
     terms = Terms(campaign=spec.name, offer=spec.offer, purpose=spec.purpose, policy=policy, run_id=run_id, now=at,
                   priority=spec.priority, group=spec.offer_group, journey=False,
-                  rivals=_rivals(engine, plan, state, spec, at, policy.min_gap_hours, base, library))
+                  rivals=rivals_at(engine, plan, state, spec, at, policy.min_gap_hours, base, library))
+    planned, refused = claim_in_state(state, spec, at, go, terms)
+    report.fire(spec, at, decisions, planned, refused)
+
+
+def claim_in_state(state: State, spec: CampaignSpec, at: datetime, go: list, terms: Terms) -> tuple[list, list]:
+    """``claims.plan`` on the simulated locks: the touches it would claim take their locks (and calls their reps)."""
     for decision in go:
         _expire(state, decision.person_id, at)
     planned, refused = claim_plan(state.held, state.holders, go, [{"customer_id": d.customer_id} for d in go], terms)
     for decision, _, wanted in planned:
         touch_id = next(state.ids)
-        state.holders[touch_id] = Holder(spec.name, at, run_id, spec.priority, spec.offer)
+        state.holders[touch_id] = Holder(spec.name, at, terms.run_id, spec.priority, spec.offer)
         for scope, key, expires in wanted:
             state.held[decision.person_id][(scope, key)] = touch_id
             state.expiry[(decision.person_id, scope, key)] = expires
         if decision.channel == "call":
             _assign_call(state, decision.customer_id, decision.person_id)
-    report.fire(spec, at, decisions, planned, refused)
+    return planned, refused
 
 
-def _rivals(engine, plan, state, spec, at, gap, base, library) -> tuple[Rival, ...]:
+def rivals_at(engine, plan, state, spec, at, gap, base, library) -> tuple[Rival, ...]:
     """The rivals due at ``at``, with whom each would contact (their segment on that day), as a run finds them."""
     found = []
     for due in rivals_due(spec, plan, at, gap):
         key = (due.spec.name, at.date())
         if key not in state.rivals:
-            members = [state.candidates[cid] for cid in _members(engine, state, due.spec, at.date(), library)
+            members = [state.candidates[cid] for cid in members_on(engine, state, due.spec, at.date(), library)
                        if cid in state.candidates]
             state.rivals[key] = rival(due, members, at, base)
         found.append(replace(state.rivals[key], due=due.due))
@@ -251,6 +266,10 @@ class _Report:
             if row.get("winner") and row["winner"] != spec.name:
                 self.conflicts[(spec.name, row["winner"], row["reason"])] += 1
 
+    def held_back(self, spec: CampaignSpec, at: datetime, reason: str, customer_id: int) -> None:
+        """A person held back (or leaving a journey) outside a run's decisions."""
+        self._held(spec, at.date().isoformat(), reason, customer_id, at)
+
     def _held(self, spec: CampaignSpec, day: str, reason: str, customer_id: int, at: datetime) -> None:
         self.held[day][reason] += 1
         self.campaigns[spec.name][f"held:{reason}"] += 1
@@ -277,8 +296,9 @@ class _Report:
                   "conflicts": [{"campaign": loser, "winner": winner, "reason": reason, "people": n}
                                 for (loser, winner, reason), n in self.conflicts.most_common()],
                   "reps": _rep_rows(state), "providers": _provider_rows(self.channels, settings),
-                  "not_simulated": ["journeys", "messages that fail to render", "fallbacks after failures",
-                                    "changes to the base during the period"]}
+                  "not_simulated": ["purchases, replies and opt-outs during the period (journeys take their "
+                                    "branches as if none happened)", "messages that fail to render",
+                                    "fallbacks after failures"]}
         if self.keep:
             result["decisions"] = self.decisions
         return result

@@ -151,3 +151,24 @@ def test_the_first_fire_of_a_day_is_in_the_campaigns_zone():
     fired = schedule(load_plan(plan_dir), MIDNIGHT, 1)
     assert fired and all(MIDNIGHT <= at < MIDNIGHT + timedelta(days=1) for at, _ in fired)
     assert all(at.utcoffset() == timedelta(hours=3) for at, _ in fired)
+
+
+def test_journeys_are_walked_step_by_step_in_the_simulation(engine, tmp_path):
+    from flows.journeys import run_journey
+    from tests.test_journeys import JOURNEY
+    from tests.test_journeys import build as build_journey_base
+
+    build_journey_base(engine, tmp_path, 6)
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    (folder / "follow.yaml").write_text(JOURNEY + 'schedule: {cron: "0 * * * *", timezone: Europe/Moscow}\n',
+                                        encoding="utf-8")
+    plan = load_plan(folder)
+    result = simulate(engine, plan, start=MIDNIGHT, days=12, settings=settings(tmp_path))
+    days = {day["date"]: day["channels"] for day in result["daily"]}
+    assert days["2026-11-24"] == {"email": 6}                      # entered at the first tick, mailed at once
+    assert days["2026-11-27"] == {"sms": 6}                        # three days later, at 10:00
+    assert days["2026-12-04"] == {"call": 6}                       # seven days after that
+    assert result["campaigns"]["follow"]["contacted"] == 18
+    first = run_journey(engine, plan.spec("follow"), now=MIDNIGHT, settings=settings(tmp_path))
+    assert first["counts"]["sent:email"] == days["2026-11-24"]["email"]   # the real first tick does the same
