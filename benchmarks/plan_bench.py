@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crm.db import make_engine  # noqa: E402
+from crm.db import make_engine, upgrade  # noqa: E402
 from flows.plan import load_plan  # noqa: E402
 from flows.simulate import schedule, simulate  # noqa: E402
 from touchflow.demo import run_demo  # noqa: E402
@@ -43,6 +43,7 @@ def main() -> None:
         run_demo(args.dir, customers=args.customers, quiet=True, today=today, campaigns=False)
         print(f"base of {args.customers:,} customers built in {time.perf_counter() - began:.1f} s", flush=True)
     engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)  # a base built by an older tree
     plan = load_plan(shipped("campaigns"))
     start = datetime.combine(today, datetime.min.time(), tzinfo=ZoneInfo("Europe/Moscow")) + timedelta(days=1)
     fires = schedule(plan, start, args.days)

@@ -118,19 +118,20 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
         return dict(run.counts - before)
     if run.runner is None:
         run.runner = asyncio.Runner()
-    slices = slice_up(decisions)
-    run.runner.run(_prepare_and_send(run, candidates, slices))
+    terms = _terms(run, candidates, [d for d in decisions if d.action != "skip"])  # rivals looked up once a batch
+    run.runner.run(_prepare_and_send(run, candidates, slice_up(decisions), terms))
     refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
     return dict(run.counts - before)
 
 
-async def _prepare_and_send(run: Run, candidates: list[Candidate], slices: list[list[Decision]]) -> None:
+async def _prepare_and_send(run: Run, candidates: list[Candidate], slices: list[list[Decision]],
+                            terms: Terms) -> None:
     """Feed each prepared slice to the channels' streams; the next one is prepared in a thread while this one is
     sent when the sending waits on the network, else here (a thread would only take the processor from it)."""
     sending, pending = Sending(run), None
     try:
         for index, decisions in enumerate(slices):
-            prepared = await pending if pending is not None else _prepare(run, candidates, decisions)
+            prepared = await pending if pending is not None else _prepare(run, candidates, decisions, terms)
             pending = None
             run.counts.update(prepared.counts)
             sending.feed(prepared.ready, prepared.contexts, prepared.rendered)
@@ -138,7 +139,8 @@ async def _prepare_and_send(run: Run, candidates: list[Candidate], slices: list[
                 await sending.measured()  # is the network or the processor the limit? (a few round trips)
             if index + 1 < len(slices) and not sending.broken:
                 if sending.waits_on_network:  # prepared in a thread while this slice is sent
-                    pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[index + 1]))
+                    pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[index + 1],
+                                                                      terms))
                 else:                         # here, between sends: a thread would only slow the sending down
                     await asyncio.sleep(0)
             if sending.broken:
@@ -149,7 +151,7 @@ async def _prepare_and_send(run: Run, candidates: list[Candidate], slices: list[
         await sending.finish()
 
 
-def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision]) -> Prepared:
+def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> Prepared:
     """Render and claim a slice; record its decisions not to contact (in a thread: nothing shared is changed)."""
     spec, out = run.spec, Prepared()
     out.contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
@@ -165,7 +167,7 @@ def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision]) -
         rows_go.append(_row(run, decision, "deferred" if decision.action == "defer" else "claimed", message))
     with write_tx(run.engine) as conn:
         record_decisions(conn, skipped)
-    claimed, refused = claim(run.engine, go, rows_go, _terms(run, candidates, go))
+    claimed, refused = claim(run.engine, go, rows_go, terms)
     if refused:
         with write_tx(run.engine) as conn:
             record_decisions(conn, refused)

@@ -388,12 +388,14 @@ def test_the_plan_lists_the_campaigns_and_simulates_the_days_ahead(console, engi
     before = touches()
     listed = mark.get("/plan").text
     assert 'data-campaign="winback"' in listed and 'data-testid="simulation"' not in listed
+    assert 'data-journey="isp_tv_journey"' in listed and 'data-step="three_days"' in listed
     simulated = mark.get("/plan", params={"days": 3}).text
     assert 'data-testid="simulation"' in simulated and 'data-chart="stacked"' in simulated
     token = accounts.create_token(engine, "mark")[1]
     api = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {token}"})
     entries = {row["name"]: row for row in api.get("/api/v1/plan").json()["entries"]}
     assert entries["birthday_trip"]["priority"] == 70 and entries["birthday_trip"]["offer_group"] == "travel"
+    assert api.get("/api/v1/journeys/isp_tv_journey").json()["entered"] == 0
     result = api.get("/api/v1/plan/simulate", params={"days": 2}).json()
     assert len(result["daily"]) == 2 and "campaigns" in result
     assert touches() == before                                          # the simulator wrote nothing

@@ -151,6 +151,13 @@ def router(engine, settings) -> APIRouter:
         return simulate(engine, load_plan(campaigns_dir(settings)), start=datetime.now(timezone.utc),
                         days=max(1, min(days, 92)), settings=settings)
 
+    @api.get("/journeys/{name}")
+    def journey(name: str, viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
+        """Where a journey's people are: at each step (and due now), done, in the control group, why they left."""
+        from crm.ledger.journeys import status
+
+        return status(engine, name)
+
     @api.get("/runs")
     def recent_runs(campaign: str | None = None, limit: int = 20,
                     viewer: Viewer = Depends(require("campaigns.view"))) -> dict:

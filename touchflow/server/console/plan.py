@@ -1,4 +1,4 @@
-"""The plan page: every scheduled campaign, reminder and journey, and the simulator of the days ahead.
+"""The plan page: every scheduled campaign, reminder and journey (where its people are), and the simulator.
 
 The simulation runs in the request (seconds on a base of 100,000 customers for a month; see
 ``benchmarks/plan_bench.py``), reads the base and writes nothing.
@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from crm.ledger.journeys import status
 from flows.plan import load_plan, overview
 from flows.simulate import simulate
 from touchflow.server.auth import Viewer, require
@@ -43,7 +44,9 @@ def routes(engine, settings) -> APIRouter:
         if days:
             result = simulate(engine, plan, start=start, days=days, settings=settings)
             chart = daily_chart(result)
+        journeys = [{**status(engine, e.spec.name), "steps": [step.id for step in e.spec.steps]}
+                    for e in plan.entries if e.spec.kind == "journey"]
         return render(request, "plan.html", viewer, rows=rows, problems=plan.problems, result=result, chart=chart,
-                      days=days, start=start)
+                      days=days, start=start, journeys=journeys)
 
     return router
