@@ -77,14 +77,7 @@ def _row(run: Run, decision: Decision, status: str, rendered: Rendered | None = 
 
 
 FIRST_SLICE, SLICE = 250, 2000  # customers prepared (rendered, claimed) at once: the first before anything is
-# sent (kept small: the network waits for it), each next one while the one before is being sent
-
-
-def slice_up(decisions: list[Decision]) -> list[list[Decision]]:
-    """A small first slice, then larger ones (fewer claims, each a few statements)."""
-    first = decisions[:FIRST_SLICE]
-    rest = decisions[FIRST_SLICE:]
-    return ([first] if first else []) + [rest[i:i + SLICE] for i in range(0, len(rest), SLICE)]
+# sent (kept small: the network waits for it); then, beside a sending that waits on the network, 2,000 at a time
 
 
 @dataclass
@@ -101,8 +94,8 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     """Decide, render, claim, send and record one batch of customers; return this batch's counts.
 
     The batch is decided at once, then prepared (rendered and claimed) a slice at a time in a
-    thread while the slice before it is being sent: the network does not wait for the database
-    or the templates. Across batches (and across runs) the person's offer lock decides, so a
+    thread while the slice before it is being sent, when the sending waits on the network: the
+    network does not wait for the database or the templates. Across batches (and across runs) the person's offer lock decides, so a
     person's other records end as ``same_person`` or ``cooling_down`` decisions.
     """
     spec, before = run.spec, Counter(run.counts)
@@ -119,36 +112,49 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     if run.runner is None:
         run.runner = asyncio.Runner()
     terms = _terms(run, candidates, [d for d in decisions if d.action != "skip"])  # rivals looked up once a batch
-    run.runner.run(_prepare_and_send(run, candidates, slice_up(decisions), terms))
+    run.runner.run(_prepare_and_send(run, candidates, decisions, terms))
     refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
     return dict(run.counts - before)
 
 
-async def _prepare_and_send(run: Run, candidates: list[Candidate], slices: list[list[Decision]],
-                            terms: Terms) -> None:
-    """Feed each prepared slice to the channels' streams; the next one is prepared in a thread while this one is
-    sent when the sending waits on the network, else here (a thread would only take the processor from it)."""
-    sending, pending = Sending(run), None
+async def _prepare_and_send(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> None:
+    """Prepare a small first slice and start sending it; then, if the sending waits on the network, prepare the rest
+    a slice at a time in a thread beside it, else all at once here (a thread would only take the processor)."""
+    sending = Sending(run)
+    first, rest = decisions[:FIRST_SLICE], decisions[FIRST_SLICE:]
     try:
-        for index, decisions in enumerate(slices):
-            prepared = await pending if pending is not None else _prepare(run, candidates, decisions, terms)
+        _feed(run, sending, _prepare(run, candidates, first, terms))
+        if rest and not sending.broken:
+            await sending.measured()  # is the network or the processor the limit? (a few round trips)
+            if sending.waits_on_network:
+                await _beside_the_sending(run, sending, candidates, rest, terms)
+            else:
+                _feed(run, sending, _prepare(run, candidates, rest, terms))
+    finally:
+        await sending.finish()
+
+
+async def _beside_the_sending(run: Run, sending: Sending, candidates: list[Candidate], decisions: list[Decision],
+                              terms: Terms) -> None:
+    """Each slice prepared in a thread while the one before it is being sent."""
+    slices = [decisions[i:i + SLICE] for i in range(0, len(decisions), SLICE)]
+    pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[0], terms))
+    try:
+        for following in [*slices[1:], None]:
+            prepared = await pending
             pending = None
-            run.counts.update(prepared.counts)
-            sending.feed(prepared.ready, prepared.contexts, prepared.rendered)
-            if index == 0 and len(slices) > 1:
-                await sending.measured()  # is the network or the processor the limit? (a few round trips)
-            if index + 1 < len(slices) and not sending.broken:
-                if sending.waits_on_network:  # prepared in a thread while this slice is sent
-                    pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[index + 1],
-                                                                      terms))
-                else:                         # here, between sends: a thread would only slow the sending down
-                    await asyncio.sleep(0)
-            if sending.broken:
-                break
+            _feed(run, sending, prepared)
+            if following is None or sending.broken:
+                return
+            pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, following, terms))
     finally:
         if pending is not None:  # a slice claimed after sending stopped: the run's end settles it
             await asyncio.wait([pending])
-        await sending.finish()
+
+
+def _feed(run: Run, sending: Sending, prepared: Prepared) -> None:
+    run.counts.update(prepared.counts)
+    sending.feed(prepared.ready, prepared.contexts, prepared.rendered)
 
 
 def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> Prepared:
