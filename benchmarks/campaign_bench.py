@@ -406,6 +406,9 @@ def main() -> None:
     parser.add_argument("--prefect-sample", type=int, default=0,
                         help="also run this many customers through the Prefect flow and the engine directly")
     parser.add_argument("--prefect-batch", type=int, default=5000, help="customers per task in the Prefect sample")
+    parser.add_argument("--prefect-server", action="store_true",
+                        help="run the Prefect sample against a running server (as `prefect server start` keeps one), "
+                             "not a temporary one")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (connections are shared)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate campaign and bare runs this many times; best of each (the machine is noisy)")
@@ -439,7 +442,12 @@ def main() -> None:
             report["postgresql"] = measure(args.postgres, "pg", args.customers, args.connections, port, args.workers,
                                            args.repeat)
             print("postgresql", report["postgresql"], flush=True)
-        if args.prefect_sample and not args.dask:
+        if args.prefect_sample and not args.dask and args.prefect_server:
+            with prefect_server() as (api, _):
+                os.environ["PREFECT_API_URL"] = api
+                report["prefect_running_server"] = prefect_overhead(args.prefect_sample, port, args.connections,
+                                                                   args.workers, args.prefect_batch)
+        elif args.prefect_sample and not args.dask:
             report["prefect"] = prefect_overhead(args.prefect_sample, port, args.connections, args.workers,
                                                 args.prefect_batch)
     finally:

@@ -5,6 +5,7 @@ worker completing a deployment run against the project's database."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import socket
@@ -110,3 +111,35 @@ def test_an_operator_deploys_a_project_and_a_worker_runs_it(tmp_path):
         server.terminate()
         server.wait(20)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_campaign_run_reports_to_a_prefect_server_already_running(engine, db_url, tmp_path):
+    """No PREFECT_API_URL: `campaign run` finds the running server instead of starting a temporary one."""
+    from tests.test_campaigns import build_base
+
+    build_base(engine, tmp_path)
+    spec = tmp_path / "promo.yaml"
+    spec.write_text("name: promo\npurpose: marketing\noffer: promo-1\ntemplate: winback\nchannels: [email, sms]\n"
+                    "rule: {field: name, exists: true}\npolicy: {quiet_hours: 'off'}\n"
+                    "offer_values: {discount_percent: 5}\n", encoding="utf-8")
+    home, port = Path(tempfile.mkdtemp(prefix="touchflow-prefect-")), _port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TOUCHFLOW_", "PREFECT_"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env={**env, "PREFECT_API_URL": api}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        _wait(f"{api}/health")
+        run_env = {**env, "TOUCHFLOW_PREFECT_SERVER": api, "TOUCHFLOW_DATABASE_URL": db_url,
+                   "TOUCHFLOW_EMAIL_TRANSPORT": "file", "TOUCHFLOW_SMS_TRANSPORT": "file", "TOUCHFLOW_MIN_GAP_HOURS": "0",
+                   "TOUCHFLOW_OUTBOX_DIR": str(tmp_path / "outbox"), "TOUCHFLOW_SEND_ATTEMPTS": "1"}
+        done = subprocess.run([str(BIN / "touchflow"), "campaign", "run", str(spec), "--json"], env=run_env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["channels"]["email"]["sent"] > 0
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 10}, timeout=10).json()
+        assert [run["state_type"] for run in runs] == ["COMPLETED"]                # the run is on that server
+    finally:
+        server.terminate()
+        server.wait(30)
