@@ -97,12 +97,15 @@ def reap_with_this_process(pid: int, mark: str) -> None:
 
 
 def reap_temporary_prefect_server() -> None:
-    """If this process started Prefect's temporary server, make sure that server dies with it."""
-    try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:
+    """If this process started Prefect's temporary server, make sure that server dies with it.
+
+    Only a process that started one has imported Prefect's server module (a second of imports
+    otherwise, for a run that reports to a running server).
+    """
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
         return
-    for server in list(SubprocessASGIServer._instances.values()):
+    for server in list(server_module.SubprocessASGIServer._instances.values()):
         process = getattr(server, "server_process", None)
         if process is not None and process.poll() is None:
             reap_with_this_process(process.pid, "prefect.server.api.server")
