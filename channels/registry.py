@@ -87,7 +87,8 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
             host=settings.smtp_host, port=settings.smtp_port, use_tls=settings.smtp_tls,
             start_tls=settings.smtp_starttls, username=settings.smtp_username,
             password=secret(settings.smtp_password, "TOUCHFLOW_SMTP_PASSWORD"), from_address=settings.mail_from,
-            from_name=settings.company_name, pool_size=settings.smtp_pool_size, timeout=settings.smtp_timeout))
+            from_name=settings.company_name, pool_size=settings.smtp_pool_size, timeout=settings.smtp_timeout,
+            pipelining=settings.smtp_pipelining))
     if name in ("sms", "voice"):
         from channels.transports.twilio import TwilioConfig, TwilioSmsChannel, TwilioVoiceChannel
 

@@ -36,6 +36,7 @@ class SmtpBehaviour:
     stall_seconds: float = 0.0
     smtputf8: bool = False  # advertise SMTPUTF8 (RFC 6531) and take UTF-8 mailboxes
     login: tuple[str, str] | None = None  # offer AUTH (without TLS) and take only this user and password
+    pipelining: bool = False  # advertise PIPELINING (RFC 2920; aiosmtpd reads pipelined commands in order)
 
 
 class RecordingHandler:
@@ -49,6 +50,8 @@ class RecordingHandler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.connections += 1
         session.host_name = hostname
+        if self.behaviour.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):

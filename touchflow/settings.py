@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_pool_size: int = Field(4, ge=1, description="Persistent SMTP connections.")
     smtp_timeout: float = 30.0
+    smtp_pipelining: bool = Field(False, description="Send MAIL, RCPT and DATA as one group where the server "
+                                                     "offers PIPELINING (RFC 2920): two round trips a message "
+                                                     "instead of four.")
     mail_from: str = "touchflow@localhost"
 
     sms_transport: str = Field("file", description="twilio, console, file or memory.")

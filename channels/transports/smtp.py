@@ -37,8 +37,10 @@ from channels.errors import (
     NoReply,
     TransientError,
 )
+from channels.transports import smtp_pipelining
 from channels.transports.addresses import WireAddress, wire_address, wire_addresses
 from channels.transports.mime import build_email
+from channels.transports.smtp_pipelining import SmtpWire
 
 
 @dataclass
@@ -56,11 +58,13 @@ class SmtpConfig:
     pool_size: int = 4
     timeout: float = 30.0
     validate_certs: bool = True
+    pipelining: bool = False  # MAIL, RCPT and DATA as one group where offered (channels.transports.smtp_pipelining)
 
     def __repr__(self) -> str:
         return (f"SmtpConfig(host={self.host!r}, port={self.port}, use_tls={self.use_tls}, "
                 f"start_tls={self.start_tls}, username={self.username!r}, "
-                f"password={'***' if self.password else None}, pool_size={self.pool_size})")
+                f"password={'***' if self.password else None}, pool_size={self.pool_size}, "
+                f"pipelining={self.pipelining})")
 
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
@@ -108,7 +112,7 @@ class SmtpEmailChannel:
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self._pool: asyncio.Queue[aiosmtplib.SMTP | None] | None = None
+        self._pool: asyncio.Queue[aiosmtplib.SMTP | SmtpWire | None] | None = None
         sender = config.from_address
         self._sender = WireAddress(sender, sender, False) if sender.isascii() else wire_address(sender)
 
@@ -145,13 +149,15 @@ class SmtpEmailChannel:
                                 code=getattr(exc, "code", None) or "connection_failed", provider_message=detail,
                                 channel=self.name)
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> aiosmtplib.SMTP | SmtpWire:
         """A connected client, greeted, EHLO said (so its extensions are known), logged in if configured.
 
-        Every way of not reaching a server that takes mail is ``ConnectionFailed``: refused, no
+        With ``pipelining`` it is touchflow's own client (``smtp_pipelining``), else aiosmtplib's. Every way of not reaching a server that takes mail is ``ConnectionFailed``: refused, no
         greeting in time, a greeting that is not 220, EHLO refused, STARTTLS failing.
         """
         cfg = self.config
+        if cfg.pipelining:
+            return await smtp_pipelining.connect(cfg, self.name)
         try:
             client = aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, use_tls=cfg.use_tls, start_tls=cfg.start_tls,
                                      timeout=cfg.timeout, validate_certs=cfg.validate_certs)
@@ -236,8 +242,11 @@ class SmtpEmailChannel:
                 client.close()
             self._pool.put_nowait(keep)
 
-    async def _transaction(self, client: aiosmtplib.SMTP, to: str, recipients: list[str], data: bytes,
+    async def _transaction(self, client: aiosmtplib.SMTP | SmtpWire, to: str, recipients: list[str], data: bytes,
                            message_id: str, utf8: bool) -> Delivery:
+        if isinstance(client, SmtpWire):
+            return await smtp_pipelining.transact(client, self._sender.envelope, to, recipients, data, message_id, utf8,
+                                                  self.name)
         try:
             await _envelope(client, "MAIL", self._sender.envelope, utf8)
         except aiosmtplib.SMTPResponseException as exc:
