@@ -88,7 +88,7 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
             start_tls=settings.smtp_starttls, username=settings.smtp_username,
             password=secret(settings.smtp_password, "TOUCHFLOW_SMTP_PASSWORD"), from_address=settings.mail_from,
             from_name=settings.company_name, pool_size=settings.smtp_pool_size, timeout=settings.smtp_timeout,
-            pipelining=settings.smtp_pipelining))
+            max_connections=settings.smtp_max_connections, pipelining=settings.smtp_pipelining))
     if name in ("sms", "voice"):
         from channels.transports.twilio import TwilioConfig, TwilioSmsChannel, TwilioVoiceChannel
 

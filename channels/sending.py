@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.base import Channel, Delivery, Message
+from channels.concurrency import Window
 from channels.errors import (
     ChannelDown,
     ChannelError,
@@ -135,11 +136,13 @@ async def _release(gate: Gate, hold) -> None:
         log.warning("%s (after a send: its room is freed when it expires)", exc)
 
 
-async def send_all(channel: Channel, messages: list[Message], *, concurrency: int = 4, rate: float = 0.0,
+async def send_all(channel: Channel, messages: list[Message], *, concurrency: int = 4, ceiling: int | None = None,
+                   rate: float = 0.0,
                    limiter_key: str | None = None, meter: Meter | None = None, limiter: Limiter | None = None,
                    attempts: int = 3, base_delay: float = 0.5, breaker: Breaker | None = None
                    ) -> list[Delivery | ChannelError]:
-    """Send many messages with ``concurrency`` in flight; each result is a Delivery or the error it met.
+    """Send many messages with ``concurrency`` in flight (up to ``ceiling`` as the provider allows); each result is a
+    Delivery or the error it met.
 
     ``send_stream`` over a queue holding every message: ``concurrency`` workers take the next one
     in turn (no task per message), as a bare client loop over that many connections would.
@@ -151,40 +154,82 @@ async def send_all(channel: Channel, messages: list[Message], *, concurrency: in
         queue.put_nowait((index, message))
     queue.put_nowait(None)
     await send_stream(channel, queue, results.__setitem__, concurrency=max(1, min(concurrency, len(messages))),
-                      meter=meter, limiter=limiter, attempts=attempts, base_delay=base_delay, breaker=breaker)
+                      ceiling=ceiling, meter=meter, limiter=limiter, attempts=attempts, base_delay=base_delay, breaker=breaker)
     return results  # type: ignore[return-value]
 
 
 async def send_stream(channel: Channel, queue: asyncio.Queue, done: Callable[[Any, Delivery | ChannelError], None], *,
-                      concurrency: int = 4, meter: Meter | None = None, limiter: Limiter | None = None,
-                      attempts: int = 3, base_delay: float = 0.5, breaker: Breaker | None = None) -> None:
+                      concurrency: int = 4, ceiling: int | None = None, meter: Meter | None = None,
+                      limiter: Limiter | None = None, attempts: int = 3, base_delay: float = 0.5,
+                      breaker: Breaker | None = None) -> Window:
     """Send what arrives on ``queue`` — ``(key, message)`` pairs, then ``None`` — telling ``done(key, result)`` each.
 
     ``concurrency`` workers take the next message as soon as they are free: no batch waits for its
-    slowest message while a producer keeps the queue filled. A metered channel's workers share one
-    connection to the limiter; an unmetered one (email by default) never asks a limiter. A
-    ``ChannelFatal`` error (a full disk) stops the channel: the messages still arriving are not
-    tried and get that error; so do all of them when the channel cannot be opened.
+    slowest message while a producer keeps the queue filled. With a ``ceiling`` above it, the
+    number of workers follows the provider (``channels.concurrency.Window``): more while they are
+    all busy and it pays, half on pushback. A metered channel's workers share one connection to the
+    limiter; an unmetered one (email by default) never asks a limiter. A ``ChannelFatal`` error (a
+    full disk) stops the channel: the messages still arriving are not tried and get that error; so
+    do all of them when the channel cannot be opened. Returns the window (its ``peak``).
     """
     fatal: list[ChannelError] = []
+    window = Window(concurrency, ceiling)
+    workers: set[asyncio.Task] = set()
+    alive = [0]  # workers not yet returned (a set of tasks learns of an end only on the next turn of the loop)
 
     async def worker(gate: Gate | None) -> None:
+        try:
+            await take_and_send(gate)
+        finally:
+            alive[0] -= 1
+
+    async def take_and_send(gate: Gate | None) -> None:
         while (entry := await queue.get()) is not None:
             key, message = entry
             if fatal:  # the channel cannot go on: the rest are not tried
                 done(key, fatal[0])
                 continue
+            window.took(backlog=not queue.empty())
             try:
-                done(key, await _send_one(channel, message, meter, gate, attempts, base_delay, breaker))
+                result: Delivery | ChannelError = await _send_one(channel, message, meter, gate, attempts,
+                                                                  base_delay, breaker)
             except ChannelError as exc:
-                done(key, exc)
+                result = exc
                 if isinstance(exc, ChannelFatal):
                     fatal.append(exc)
+            done(key, result)
+            window.completed(result if isinstance(result, ChannelError) else None)
+            if alive[0] > window.limit:
+                return  # the window shrank: this worker stops (the others go on)
+            start(gate)
         queue.put_nowait(None)  # the end, for the next worker
 
-    async def fail_all(error: ChannelError) -> None:
+    def start(gate: Gate | None) -> None:
+        for _ in range(window.limit - alive[0]):
+            alive[0] += 1
+            task = asyncio.ensure_future(worker(gate))
+            workers.add(task)
+            task.add_done_callback(forget)
+
+    def forget(task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            workers.discard(task)
+
+    async def run_workers(gate: Gate | None) -> None:
+        """Until every worker has ended; a worker's own failure (not a send's) stops the others and is raised."""
+        start(gate)
+        while workers:
+            await asyncio.wait(set(workers), return_when=asyncio.FIRST_EXCEPTION)
+            failed = [task for task in workers if task.done() and task.exception() is not None]
+            if failed:
+                for task in workers:
+                    task.cancel()
+                raise failed[0].exception()
+
+    async def fail_all(error: ChannelError) -> Window:
         fatal.append(error)
-        await worker(None)
+        await take_and_send(None)
+        return window
 
     try:
         await channel.open()
@@ -194,12 +239,12 @@ async def send_stream(channel: Channel, queue: asyncio.Queue, done: Callable[[An
         return await fail_all(ConnectionFailed(f"cannot open the {channel.name} channel: {type(exc).__name__}: {exc}",
                                                code="connection_failed", channel=channel.name))
     if meter is None:
-        await asyncio.gather(*(worker(None) for _ in range(max(1, concurrency))))
-        return None
+        await run_workers(None)
+        return window
     try:
         async with (limiter or LOCAL).connect() as gate:
-            await asyncio.gather(*(worker(gate) for _ in range(max(1, concurrency))))
+            await run_workers(gate)
     except LimiterUnavailable as exc:  # before any hand-over: the limiter's URL is not one
         exc.channel = channel.name
         await fail_all(exc)
-    return None
+    return window

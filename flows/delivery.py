@@ -128,8 +128,8 @@ class Sending:
             by_channel.setdefault(item.decision.channel, []).append(item)
         for name, items in by_channel.items():
             if name not in self.streams:
-                self.streams[name] = Stream(self.run, channel_for(self.run, name), name, self.rendered,
-                                            concurrency(self.run, name))
+                channel = channel_for(self.run, name)
+                self.streams[name] = Stream(self.run, channel, name, self.rendered, concurrency(self.run, channel)[0])
                 self.flows.append(asyncio.ensure_future(self.streams[name].flow()))
             self.streams[name].add(items)
 
@@ -326,16 +326,23 @@ def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -
     return failed
 
 
-def concurrency(run: Run, name: str) -> int:
-    """Messages in flight at once on a channel: the SMTP pool's connections for email, else 4."""
-    return run.settings.smtp_pool_size if name == "email" else 4
+def concurrency(run: Run, channel: Channel) -> tuple[int, int]:
+    """Messages in flight on a channel at first and at most (``channels.concurrency``): the SMTP pool for email,
+    ``max_in_flight`` for the providers' APIs, 4 for the rest (outbox files, call tasks)."""
+    settings = run.settings
+    if channel.transport == "smtp":
+        return settings.smtp_pool_size, max(settings.smtp_pool_size, settings.smtp_max_connections)
+    if channel.transport in ("twilio", "telegram"):
+        return 4, max(4, settings.max_in_flight)
+    return (settings.smtp_pool_size if channel.name == "email" else 4), 4
 
 
 async def _send(channel: Channel, queue: asyncio.Queue, done, run: Run, name: str) -> None:
     """Send what the stream queues through ``channel`` within its provider's limits (shared with every process
     using the same limiter), as many in flight as the channel has connections."""
     breaker = run.breakers.setdefault(name, Breaker(run.settings.channel_failure_limit))
-    await send_stream(channel, queue, done, concurrency=concurrency(run, name),
+    start, ceiling = concurrency(run, channel)
+    await send_stream(channel, queue, done, concurrency=start, ceiling=ceiling,
                       meter=meter_of(name, channel, run.settings), limiter=limiter_for(run.settings.rate_limit_url),
                       attempts=run.settings.send_attempts, breaker=breaker)
 

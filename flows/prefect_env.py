@@ -18,6 +18,9 @@ DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # The temporary server takes 10-18 s to start on two idle cores; Prefect gives up at 20 s, so a busy machine
+    # failed runs with "Timed out while attempting to connect to ephemeral Prefect API server".
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 LOCAL_SERVER = "http://127.0.0.1:4200/api"
 

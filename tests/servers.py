@@ -313,3 +313,113 @@ class TwilioStub(HttpStub):
         self.created: list[tuple[str, dict[str, Any]]] = []
         self.failures: dict[str, list[tuple[int, int]]] = {}
         self.arrivals: list[tuple[float, str, dict[str, Any]]] = []  # (time.monotonic(), resource, fields) as arrived
+
+
+class ScriptedSmtp:
+    """A raw SMTP server on 127.0.0.1 that answers from a script, in the test's own event loop.
+
+    ``script`` maps ``MAIL``, ``RCPT`` (or ``RCPT <address>``), ``DATA`` and ``content`` to a reply
+    line, to ``close`` (drop the connection when that command or the content's final dot arrives)
+    or to ``stall`` (say nothing). With ``hold`` it answers nothing of a transaction until MAIL,
+    RCPT and DATA have all arrived: a client that waits for each reply never gets one. With
+    ``max_connections`` it greets the connections beyond that many with a 421 and closes them
+    (``refused`` counts them, ``peak`` is the most served at once); ``content_delay`` is how long
+    each message's final reply takes.
+    """
+
+    def __init__(self, script: dict[str, str] | None = None, pipelining: bool = True, hold: bool = False,
+                 max_connections: int = 0, content_delay: float = 0.0) -> None:
+        self.script, self.pipelining, self.hold = script or {}, pipelining, hold
+        self.max_connections, self.content_delay = max_connections, content_delay
+        self.open = self.peak = self.refused = 0
+        self.commands: list[str] = []
+        self.contents: list[bytes] = []
+        self.port = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> ScriptedSmtp:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    def _answer(self, line: str, accepted: list[str]) -> str:
+        """The scripted reply, or what postfix says (DATA with no recipient accepted: 554)."""
+        verb = line.split(" ", 1)[0].upper()
+        if verb == "RCPT":
+            address = line.split(":", 1)[1].strip().strip("<>")
+            answer = self.script.get(f"RCPT {address}", self.script.get("RCPT", "250 2.1.5 Ok"))
+            if answer.startswith("250"):
+                accepted.append(address)
+            return answer
+        if verb == "MAIL":
+            accepted.clear()
+            return self.script.get("MAIL", "250 2.1.0 Ok")
+        return self.script.get("DATA", "354 End data with <CR><LF>.<CR><LF>" if accepted
+                               else "554 5.5.1 Error: no valid recipients")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.max_connections and self.open >= self.max_connections:  # as Postfix's smtpd_client_connection_limit
+            self.refused += 1
+            writer.write(b"421 4.7.0 too many connections from you\r\n")
+            writer.close()
+            return
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        try:
+            await self._converse(reader, writer)
+        finally:
+            self.open -= 1
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        held: list[str] = []
+        accepted: list[str] = []
+        try:
+            while line := (await reader.readline()).decode().rstrip("\r\n"):
+                self.commands.append(line)
+                verb = line.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    writer.write(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"")
+                                 + b"250 8BITMIME\r\n")
+                elif verb == "QUIT":
+                    writer.write(b"221 Bye\r\n")
+                    break
+                elif verb not in ("MAIL", "RCPT", "DATA"):
+                    writer.write(b"250 Ok\r\n")
+                else:
+                    answer = self._answer(line, accepted)
+                    if answer == "close":
+                        break
+                    if answer == "stall":
+                        await asyncio.sleep(3600)
+                    held.append(answer)
+                    if not self.hold or verb == "DATA":
+                        writer.write("".join(f"{a}\r\n" for a in held).encode())
+                        held.clear()
+                    if verb == "DATA" and answer.startswith("354") and not await self._content(reader, writer):
+                        break
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def _content(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Read one message up to its final dot and answer it; False when the connection must end."""
+        await writer.drain()
+        data = b""
+        while not data.endswith(b"\r\n.\r\n"):
+            chunk = await reader.readline()
+            if not chunk:
+                return False  # the client went away before the final dot: no message
+            data += chunk
+        await asyncio.sleep(self.content_delay)  # a relay far away, or a slow queue
+        answer = self.script.get("content", "250 2.0.0 Ok: queued")
+        if answer == "close":
+            return False
+        if answer == "stall":
+            await asyncio.sleep(3600)
+        self.contents.append(data)
+        writer.write(f"{answer}\r\n".encode())
+        return True

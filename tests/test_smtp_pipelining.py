@@ -27,7 +27,7 @@ from channels.errors import (
 from channels.sending import send_all
 from channels.transports.smtp import SmtpConfig, SmtpEmailChannel
 from channels.transports.smtp_pipelining import content
-from tests.servers import SmtpBehaviour, SmtpServer, free_port
+from tests.servers import ScriptedSmtp, SmtpBehaviour, SmtpServer, free_port
 
 
 def channel(port: int, pipelining: bool = True, **kwargs) -> SmtpEmailChannel:
@@ -41,96 +41,6 @@ def message(to: str = "ivan@mail.ru", text: str = "Здравствуйте!\n.�
 
 def run(coro_fn):
     return asyncio.run(coro_fn())
-
-
-class ScriptedSmtp:
-    """A raw SMTP server on 127.0.0.1 that answers from a script, in the test's own event loop.
-
-    ``script`` maps ``MAIL``, ``RCPT`` (or ``RCPT <address>``), ``DATA`` and ``content`` to a reply
-    line, to ``close`` (drop the connection when that command or the content's final dot arrives)
-    or to ``stall`` (say nothing). With ``hold`` it answers nothing of a transaction until MAIL,
-    RCPT and DATA have all arrived: a client that waits for each reply never gets one.
-    """
-
-    def __init__(self, script: dict[str, str] | None = None, pipelining: bool = True, hold: bool = False) -> None:
-        self.script, self.pipelining, self.hold = script or {}, pipelining, hold
-        self.commands: list[str] = []
-        self.contents: list[bytes] = []
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def __aenter__(self) -> ScriptedSmtp:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-
-    def _answer(self, line: str, accepted: list[str]) -> str:
-        """The scripted reply, or what postfix says (DATA with no recipient accepted: 554)."""
-        verb = line.split(" ", 1)[0].upper()
-        if verb == "RCPT":
-            address = line.split(":", 1)[1].strip().strip("<>")
-            answer = self.script.get(f"RCPT {address}", self.script.get("RCPT", "250 2.1.5 Ok"))
-            if answer.startswith("250"):
-                accepted.append(address)
-            return answer
-        if verb == "MAIL":
-            accepted.clear()
-            return self.script.get("MAIL", "250 2.1.0 Ok")
-        return self.script.get("DATA", "354 End data with <CR><LF>.<CR><LF>" if accepted
-                               else "554 5.5.1 Error: no valid recipients")
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 scripted ESMTP\r\n")
-        held: list[str] = []
-        accepted: list[str] = []
-        try:
-            while line := (await reader.readline()).decode().rstrip("\r\n"):
-                self.commands.append(line)
-                verb = line.split(" ", 1)[0].upper()
-                if verb == "EHLO":
-                    writer.write(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"")
-                                 + b"250 8BITMIME\r\n")
-                elif verb == "QUIT":
-                    writer.write(b"221 Bye\r\n")
-                    break
-                elif verb not in ("MAIL", "RCPT", "DATA"):
-                    writer.write(b"250 Ok\r\n")
-                else:
-                    answer = self._answer(line, accepted)
-                    if answer == "close":
-                        break
-                    if answer == "stall":
-                        await asyncio.sleep(3600)
-                    held.append(answer)
-                    if not self.hold or verb == "DATA":
-                        writer.write("".join(f"{a}\r\n" for a in held).encode())
-                        held.clear()
-                    if verb == "DATA" and answer.startswith("354") and not await self._content(reader, writer):
-                        break
-                await writer.drain()
-        finally:
-            writer.close()
-
-    async def _content(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Read one message up to its final dot and answer it; False when the connection must end."""
-        await writer.drain()
-        data = b""
-        while not data.endswith(b"\r\n.\r\n"):
-            chunk = await reader.readline()
-            if not chunk:
-                return False  # the client went away before the final dot: no message
-            data += chunk
-        answer = self.script.get("content", "250 2.0.0 Ok: queued")
-        if answer == "close":
-            return False
-        if answer == "stall":
-            await asyncio.sleep(3600)
-        self.contents.append(data)
-        writer.write(f"{answer}\r\n".encode())
-        return True
 
 
 # --- the happy paths ----------------------------------------------------------------------------------------------

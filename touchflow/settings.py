@@ -152,8 +152,14 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(False, description="STARTTLS after connecting.")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_pool_size: int = Field(4, ge=1, description="Persistent SMTP connections.")
+    smtp_pool_size: int = Field(4, ge=1, description="Persistent SMTP connections at first.")
+    smtp_max_connections: int = Field(64, ge=1, description="Connections a sending process may grow to while the "
+                                                            "relay keeps up (halved when it pushes back: a refused "
+                                                            "connection, a 421); set it to smtp_pool_size for a "
+                                                            "fixed pool.")
     smtp_timeout: float = 30.0
+    max_in_flight: int = Field(32, ge=1, description="SMS, voice and Telegram requests a sending process may grow to "
+                                                     "(from 4) while the provider keeps up, within its rate limits.")
     smtp_pipelining: bool = Field(False, description="Send MAIL, RCPT and DATA as one group where the server "
                                                      "offers PIPELINING (RFC 2920): two round trips a message "
                                                      "instead of four.")

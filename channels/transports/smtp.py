@@ -41,6 +41,7 @@ from channels.transports import smtp_pipelining
 from channels.transports.addresses import WireAddress, wire_address, wire_addresses
 from channels.transports.mime import build_email
 from channels.transports.smtp_pipelining import SmtpWire
+from channels.transports.smtp_pool import ConnectionPool
 
 
 @dataclass
@@ -55,7 +56,8 @@ class SmtpConfig:
     password: str | None = None
     from_address: str = "touchflow@localhost"
     from_name: str | None = None
-    pool_size: int = 4
+    pool_size: int = 4  # connections at first
+    max_connections: int = 0  # at most, as the sending grows them (channels.concurrency); 0: pool_size
     timeout: float = 30.0
     validate_certs: bool = True
     pipelining: bool = False  # MAIL, RCPT and DATA as one group where offered (channels.transports.smtp_pipelining)
@@ -64,7 +66,7 @@ class SmtpConfig:
         return (f"SmtpConfig(host={self.host!r}, port={self.port}, use_tls={self.use_tls}, "
                 f"start_tls={self.start_tls}, username={self.username!r}, "
                 f"password={'***' if self.password else None}, pool_size={self.pool_size}, "
-                f"pipelining={self.pipelining})")
+                f"max_connections={self.max_connections}, pipelining={self.pipelining})")
 
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
@@ -112,7 +114,7 @@ class SmtpEmailChannel:
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self._pool: asyncio.Queue[aiosmtplib.SMTP | SmtpWire | None] | None = None
+        self._pool: ConnectionPool | None = None
         sender = config.from_address
         self._sender = WireAddress(sender, sender, False) if sender.isascii() else wire_address(sender)
 
@@ -122,17 +124,14 @@ class SmtpEmailChannel:
     async def open(self) -> None:
         """Prepare the pool; connections open on first use."""
         if self._pool is None:
-            self._pool = asyncio.Queue()
-            for _ in range(max(1, self.config.pool_size)):
-                self._pool.put_nowait(None)
+            self._pool = ConnectionPool(max(self.config.pool_size, self.config.max_connections))
 
     async def close(self) -> None:
         """Say QUIT on every pooled connection."""
         if self._pool is None:
             return
-        while not self._pool.empty():
-            client = self._pool.get_nowait()
-            if client is not None and client.is_connected:
+        for client in self._pool.drain():
+            if client.is_connected:
                 try:
                     await client.quit()
                 except Exception:  # closing a broken connection: nothing to report
@@ -220,12 +219,11 @@ class SmtpEmailChannel:
         """Send one message (one or several comma-separated recipients) over a pooled connection."""
         data, message_id, recipients, utf8 = self._prepare(message)
         await self.open()
-        assert self._pool is not None
-        client = await self._pool.get()
+        pool = self._pool
+        assert pool is not None
+        client = await self._connection(pool)
         keep = None
         try:
-            if client is None or not client.is_connected:
-                client = await self._connect()
             if utf8 and not client.supports_extension("smtputf8"):
                 raise AddressNotSupported(
                     f"{message.to}: {self._where()} does not support SMTPUTF8, which a mailbox with non-ASCII "
@@ -238,9 +236,30 @@ class SmtpEmailChannel:
             keep = client
             raise
         finally:
-            if keep is None and client is not None:
+            if keep is None:
                 client.close()
-            self._pool.put_nowait(keep)
+            await pool.give(client, keep is not None)
+
+    async def _connection(self, pool: ConnectionPool) -> aiosmtplib.SMTP | SmtpWire:
+        """An idle connection, or a new one; when the relay refuses a new one while others are open, one of those."""
+        while True:
+            client = await pool.take()
+            if client is not None:
+                if client.is_connected:
+                    return client
+                client.close()
+                pool.went_stale()
+            try:
+                client = await self._connect()
+            except ConnectionFailed:
+                if await pool.not_opened(refused=True):
+                    continue
+                raise
+            except BaseException:
+                await pool.not_opened(refused=False)
+                raise
+            pool.connected()
+            return client
 
     async def _transaction(self, client: aiosmtplib.SMTP | SmtpWire, to: str, recipients: list[str], data: bytes,
                            message_id: str, utf8: bool) -> Delivery:
