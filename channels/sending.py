@@ -218,13 +218,15 @@ async def send_stream(channel: Channel, queue: asyncio.Queue, done: Callable[[An
     async def run_workers(gate: Gate | None) -> None:
         """Until every worker has ended; a worker's own failure (not a send's) stops the others and is raised."""
         start(gate)
-        while workers:
-            await asyncio.wait(set(workers), return_when=asyncio.FIRST_EXCEPTION)
-            failed = [task for task in workers if task.done() and task.exception() is not None]
-            if failed:
-                for task in workers:
-                    task.cancel()
-                raise failed[0].exception()
+        try:
+            while workers:
+                await asyncio.wait(set(workers), return_when=asyncio.FIRST_EXCEPTION)
+                failed = [task for task in workers if task.done() and not task.cancelled() and task.exception()]
+                if failed:
+                    raise failed[0].exception()
+        finally:  # raised, or cancelled from outside: no worker goes on alone
+            for task in workers:
+                task.cancel()
 
     async def fail_all(error: ChannelError) -> Window:
         fatal.append(error)
