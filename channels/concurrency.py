@@ -5,14 +5,14 @@ The window starts at the configured pool size. After each round (as many complet
 the window, at least 16) it looks at what the round did:
 
 * the workers found messages waiting (the provider, not the producer, set the pace) and the round
-  was faster than the one before the last step up (by 10 %): the window grows by up to
-  ``STEP`` connections, up to its ceiling; a step that brought nothing is the last until
-  ``PROBE_ROUNDS`` rounds later (the relay's capacity, found);
+  was faster than the one before the last step up (by 10 %): the window grows by half, up to its
+  ceiling; a step that brought nothing is the last until ``PROBE_ROUNDS`` rounds later (the
+  relay's capacity, found);
 * pushback — a refused connection (``ConnectionFailed``: "421 too many connections"), a rate
   limit, a 421 reply — halves it at once, not below one, and it does not grow again for ``PROBE_ROUNDS`` rounds.
 
-Growth is a few connections at a time so that a relay's connection limit costs a few refused
-connections, fewer than the ``Breaker`` needs in a row to stop the channel.
+A relay's connection limit costs one refused connection: the SMTP pool then stays at the
+connections open (``channels.transports.smtp_pool``), and a message waits for one of them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 
 from channels.errors import ChannelError, ConnectionFailed, RateLimited, TransientError
 
-STEP = 4
+GROWTH = 1.5
 PROBE_ROUNDS = 20
 FASTER = 1.10
 
@@ -65,7 +65,7 @@ class Window:
             if self._rate_before_step and rate < self._rate_before_step * FASTER:
                 self._quiet_rounds = PROBE_ROUNDS      # the last step brought nothing: hold here for a while
             else:
-                self.limit = min(self.ceiling, self.limit + STEP)
+                self.limit = min(self.ceiling, max(self.limit + 1, round(self.limit * GROWTH)))
                 self.peak = max(self.peak, self.limit)
                 stepped = True
         self._new_round(rate if stepped else 0.0)

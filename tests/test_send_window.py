@@ -41,16 +41,25 @@ def round_of(window: Window, clock: Clock, seconds: float, backlog: bool = True)
 
 def test_the_window_grows_while_each_step_pays_and_holds_where_it_stops_paying(clock):
     window = Window(4, 64)
-    round_of(window, clock, 1.0)                      # first round: no comparison yet
-    assert window.limit == 8
-    round_of(window, clock, 0.5)                      # 16 in half the time: twice the rate, another step
-    assert window.limit == 12
+    round_of(window, clock, 1.0)                      # first round (16 at 16/s): no comparison yet
+    assert window.limit == 6
+    round_of(window, clock, 0.5)                      # 16 at 32/s: twice the rate, another step
+    assert window.limit == 9
     limit = window.limit
-    round_of(window, clock, 24 / 33)                  # 24 at ~ the rate before the step (32/s): hold
+    round_of(window, clock, 18 / 33)                  # 18 at ~ the rate before the step (32/s): hold
     assert window.limit == limit
-    for _ in range(concurrency.PROBE_ROUNDS - 1):
+    for _ in range(concurrency.PROBE_ROUNDS):
         round_of(window, clock, 0.01)                 # however fast, it holds for a while
     assert window.limit == limit
+    round_of(window, clock, 0.01)                     # then it probes again
+    assert window.limit > limit
+
+
+def test_the_window_reaches_its_ceiling_while_each_step_pays_in_proportion(clock):
+    window = Window(4, 64)
+    for _ in range(12):
+        round_of(window, clock, max(16, 2 * window.limit) / (window.limit * 12.5))  # 80 ms a message each
+    assert window.limit == 64
 
 
 def test_a_producer_that_cannot_keep_up_does_not_grow_the_window(clock):
