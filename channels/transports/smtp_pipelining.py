@@ -71,7 +71,8 @@ class SmtpWire:
 
     @property
     def is_connected(self) -> bool:
-        return not self.writer.is_closing()
+        """Neither closed here nor by the server (an idle connection the relay timed out)."""
+        return not self.writer.is_closing() and not self.reader.at_eof()
 
     def supports_extension(self, name: str) -> bool:
         return name.lower() in self.extensions
