@@ -77,7 +77,8 @@ def _row(run: Run, decision: Decision, status: str, rendered: Rendered | None = 
 
 
 FIRST_SLICE, SLICE = 250, 2000  # customers prepared (rendered, claimed) at once: the first before anything is
-# sent (kept small: the network waits for it); then, beside a sending that waits on the network, 2,000 at a time
+# sent (kept small: the network waits for it); then, beside a sending that waits on the network, twice as many
+# each time up to 2,000
 
 
 @dataclass
@@ -137,7 +138,7 @@ async def _prepare_and_send(run: Run, candidates: list[Candidate], decisions: li
 async def _beside_the_sending(run: Run, sending: Sending, candidates: list[Candidate], decisions: list[Decision],
                               terms: Terms) -> None:
     """Each slice prepared in a thread while the one before it is being sent."""
-    slices = [decisions[i:i + SLICE] for i in range(0, len(decisions), SLICE)]
+    slices = _ramped(decisions)
     pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[0], terms))
     try:
         for following in [*slices[1:], None]:
@@ -150,6 +151,16 @@ async def _beside_the_sending(run: Run, sending: Sending, candidates: list[Candi
     finally:
         if pending is not None:  # a slice claimed after sending stopped: the run's end settles it
             await asyncio.wait([pending])
+
+
+def _ramped(decisions: list[Decision]) -> list[list[Decision]]:
+    """Slices twice the size of the one before (from twice the first slice) up to ``SLICE``: each is prepared while
+    the one before it is sent, so the first ones are small, or the network would wait for them."""
+    slices, start, size = [], 0, 2 * FIRST_SLICE
+    while start < len(decisions):
+        slices.append(decisions[start:start + size])
+        start, size = start + size, min(SLICE, 2 * size)
+    return slices
 
 
 def _feed(run: Run, sending: Sending, prepared: Prepared) -> None:

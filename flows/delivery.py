@@ -173,6 +173,9 @@ class Stream:
         self.items: list[Claimed] = []
         self.closed = False
         self.position, self.size = 0, CHUNK_FIRST
+        self.known = run.paces.get(name)  # the batch before's pace: no slow start, no measuring again
+        if self.known:
+            self.size = self.known[0]
         self.outcomes: list[dict[str, Any]] = []
         self.fallbacks: list[tuple[Claimed, ChannelError, dict[str, Any]]] = []
         self.fatal: ChannelError | None = None
@@ -190,8 +193,8 @@ class Stream:
 
     @property
     def measured(self) -> bool:
-        """Enough answers to know the pace (twice as many as there are connections)."""
-        return self.began is not None and self.answered >= 2 * self.connections
+        """Enough answers to know the pace (twice as many as there are connections), or known from the batch before."""
+        return self.known is not None or (self.began is not None and self.answered >= 2 * self.connections)
 
     @property
     def ended(self) -> bool:
@@ -202,6 +205,8 @@ class Stream:
         """Whether a message keeps a connection longer than ``NETWORK_BOUND`` (a relay far away, a slow API): then
         marking, rendering and claiming run in threads, beside the sending; on a fast network the threads would
         only take the processor from the sending."""
+        if self.known is not None:
+            return self.known[1]
         if not self.measured:
             return False
         return (time.monotonic() - self.began) * self.connections / self.answered > NETWORK_BOUND
@@ -253,6 +258,8 @@ class Stream:
         now = time.monotonic()
         self.size = chunk_size(self.answered - answered, now - since, self.size)
         self.paced = (self.answered, now)
+        if self.measured and self.answered - answered >= self.connections:  # a pace worth keeping for the next batch
+            self.run.paces[self.name] = (self.size, self.waits_on_network)
         chunk = self.items[self.position:self.position + self.size]
         self.position += len(chunk)
         return chunk
@@ -266,6 +273,10 @@ class Stream:
         items = [item for item in chunk if item.touch_id in moved]  # others were settled by another run meanwhile
         messages = [_message(run, item, _rendered_for(self.rendered, item.decision)) for item in items]
         failed = _attach_documents(run, items, messages) if run.spec.document else 0
+        prebuild = getattr(self.channel, "prebuild", None)  # email: the bytes built here, not on the sending loop
+        if prebuild is not None and self.waits_on_network:
+            for message in messages:
+                prebuild(message)
         return list(zip(items, messages)), len(chunk) - len(items), failed
 
     def _enqueue(self, marked: tuple[list, int, int]) -> None:

@@ -78,6 +78,8 @@ class Run:
     runner: asyncio.Runner | None = None  # one event loop per run: connection pools live across batches
     lease: ledger_runs.Lease | None = None
     breakers: dict[str, Any] = field(default_factory=dict)  # per channel: stops one that no longer answers
+    paces: dict[str, tuple[int, bool]] = field(default_factory=dict)  # per channel, from the batch before: its
+    # last chunk's size and whether it waits on the network (flows.delivery.Stream starts from them)
     simulated: dict[int, dict] | None = None  # a dry run: the locks it would have taken, for multi-record persons
     total: int | None = None  # customers the segment selects (counted when paging starts)
     done: int = 0             # customers whose batches are done

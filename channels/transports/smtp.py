@@ -215,6 +215,15 @@ class SmtpEmailChannel:
                                   code="unbuildable", channel=self.name) from exc
         return data, message_id, recipients, utf8
 
+    def prebuild(self, message: Message) -> None:
+        """Build the message's bytes ahead (where the sending loop is not: the thread that marks it ``sending``);
+        a message that cannot be built is left for ``send`` to reject."""
+        if message.prebuilt is None:
+            try:
+                message.prebuilt = build_email(message, self.config.from_address)
+            except Exception:  # noqa: BLE001 - send() builds it again and rejects that message alone
+                pass
+
     async def send(self, message: Message) -> Delivery:
         """Send one message (one or several comma-separated recipients) over a pooled connection."""
         data, message_id, recipients, utf8 = self._prepare(message)
