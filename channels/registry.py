@@ -97,7 +97,7 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
             auth_token=secret(settings.twilio_auth_token, "TOUCHFLOW_TWILIO_AUTH_TOKEN") or "",
             from_number=settings.twilio_from_number, messaging_service_sid=settings.twilio_messaging_service_sid,
             status_callback=settings.twilio_status_callback, api_base_url=settings.twilio_api_base_url,
-            timeout=settings.twilio_timeout)
+            timeout=settings.twilio_timeout, max_in_flight=settings.max_in_flight)
         try:
             return (TwilioSmsChannel if name == "sms" else TwilioVoiceChannel)(config)
         except ValueError as exc:
@@ -111,7 +111,7 @@ def build_channel(name: str, settings: Settings | None = None, *, task_sink: Tas
                                      "(or TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK)")
         return TelegramChannel(TelegramConfig(token=token, bot_username=settings.telegram_bot_username,
                                               base_url=settings.telegram_api_base_url,
-                                              timeout=settings.telegram_timeout))
+                                              timeout=settings.telegram_timeout, max_in_flight=settings.max_in_flight))
     raise ChannelConfigError(f"no transport {transport!r} for {name}")
 
 

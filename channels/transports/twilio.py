@@ -1,8 +1,11 @@
 """SMS (Twilio Messages) and voice mailings (Twilio Calls reading TwiML ``<Say>``).
 
-The twilio client is synchronous; each send runs in a worker thread. ``api_base_url`` points the
-real client somewhere else (tests run a local server speaking the subset used here). Errors are
-translated at this boundary:
+The twilio client's async API (``create_async``) sends over one aiohttp session per event loop,
+made on the first send: keep-alive connections, up to ``max_in_flight`` of them (the most
+``send_stream`` grows to), no worker threads (a thread per request — the default executor's six on
+two cores — capped the requests in flight and cost more than the request itself).
+``api_base_url`` points the real client somewhere else (tests run a local server speaking the
+subset used here). Errors are translated at this boundary:
 
 * 21610 (the recipient replied STOP) → ``OptedOut``;
 * 21211 / 21614 / 21612 / 13224 / 21217 (bad or unreachable number) → ``AddressRejected``;
@@ -19,14 +22,17 @@ message, so it is never resent blindly.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import logging
 from dataclasses import dataclass
 
-from requests import exceptions as http_errors
+import aiohttp
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from channels.base import Delivery, Message
 from channels.errors import (
@@ -40,10 +46,12 @@ from channels.errors import (
     RateLimited,
     TransientError,
 )
+from channels.transports.aiohttp_session import LoopSession
 
 OPTED_OUT = {21610}
 BAD_NUMBER = {21211, 21214, 21217, 21612, 21614, 13224, 13223}
 RATE_LIMITED = {20429, 14107}
+_LOGGER = logging.getLogger("twilio.http_client")  # the library's own logger for requests, as its clients use
 
 
 @dataclass
@@ -58,7 +66,8 @@ class TwilioConfig:
     api_base_url: str | None = None
     voice: str = "alice"
     language: str = "ru-RU"
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds to connect, and to wait for each read of the answer
+    max_in_flight: int = 32  # keep-alive connections at most (TOUCHFLOW_MAX_IN_FLIGHT: the most sends in flight)
 
     def __repr__(self) -> str:
         return (f"TwilioConfig(account_sid={self.account_sid!r}, auth_token={'***' if self.auth_token else None}, "
@@ -81,28 +90,65 @@ def translate(exc: TwilioRestException, channel: str) -> ChannelError:
     return MessageRejected(f"Twilio refused the request ({code or exc.status}): {message}", **kwargs)
 
 
-NOT_SENT = (http_errors.ConnectTimeout, http_errors.SSLError, http_errors.ProxyError, http_errors.URLRequired,
-            http_errors.InvalidURL, http_errors.MissingSchema, http_errors.InvalidSchema)
+NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ClientHttpProxyError,
+            aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)  # refused, DNS, TLS, connect time-out, bad URL
 
 
-def _never_sent(exc: http_errors.RequestException) -> bool:
-    """Whether the request failed before any of it left: no connection was made (refused, DNS, time-out)."""
-    if isinstance(exc, NOT_SENT):
-        return True
-    reason = exc.args[0] if exc.args else None
-    return isinstance(reason, MaxRetryError) and isinstance(reason.reason, ConnectTimeoutError)  # refused, DNS too
-
-
-def translate_network(exc: http_errors.RequestException, channel: str, where: str) -> ChannelError:
+def translate_network(exc: aiohttp.ClientError | asyncio.TimeoutError, channel: str, where: str) -> ChannelError:
     """Turn a request that got no HTTP answer into the channel error tree: never sent, or sent and unanswered."""
-    kwargs = {"provider_message": str(exc), "channel": channel}
-    if _never_sent(exc):
-        return ConnectionFailed(f"cannot reach Twilio at {where}: {exc}", code="connection_failed", **kwargs)
-    if isinstance(exc, http_errors.ReadTimeout):
+    detail = str(exc) or type(exc).__name__  # aiohttp's time-outs may say nothing
+    kwargs = {"provider_message": detail, "channel": channel}
+    if isinstance(exc, NOT_SENT):
+        return ConnectionFailed(f"cannot reach Twilio at {where}: {detail}", code="connection_failed", **kwargs)
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's read time-out (SocketTimeoutError) is one
         return NoReply(f"Twilio at {where} did not answer in time; it may have created the message", code="no_reply",
                        **kwargs)
-    return DeliveryUnknown(f"the connection to Twilio at {where} failed after the request was sent ({exc}); it may "
-                           "have created the message", **kwargs)
+    return DeliveryUnknown(f"the connection to Twilio at {where} failed after the request was sent ({detail}); it "
+                           "may have created the message", **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _basic_auth(login: str, password: str) -> str:
+    """The Authorization header of HTTP basic auth (latin-1, as requests encodes it)."""
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode("latin-1")).decode("ascii")
+
+
+class AiohttpTwilioClient(AsyncHttpClient):
+    """The twilio library's async HTTP client interface over one aiohttp session per event loop.
+
+    Unlike the library's ``AsyncTwilioHttpClient`` it makes its session in the running loop when
+    first needed (``aiohttp_session.LoopSession``: a channel is built before any loop runs), keeps
+    at most ``max_connections`` connections, and applies ``timeout`` to connecting and to each read
+    of the answer as the sync client did (that one hands aiohttp ``timeout=None`` when a call gives
+    none: no time-out at all).
+    """
+
+    def __init__(self, timeout: float | None = None, max_connections: int = 32) -> None:
+        super().__init__(logger=_LOGGER, is_async=True, timeout=timeout)
+        self.sessions = LoopSession(max_connections, aiohttp.ClientTimeout(total=None, sock_connect=timeout,
+                                                                           sock_read=timeout))
+
+    async def request(self, method: str, url: str, params=None, data=None, headers=None, auth=None, timeout=None,
+                      allow_redirects: bool = False) -> Response:
+        """Make one request; aiohttp's errors reach the caller as they are (``translate_network``)."""
+        if timeout is not None and timeout <= 0:
+            raise ValueError(timeout)
+        logged = self.logger.isEnabledFor(logging.INFO)  # the library's request log formats it all at once
+        if logged:
+            self.log_request({"method": method.upper(), "url": url, "params": params, "headers": headers})
+        if auth:
+            headers = {**(headers or {}), "Authorization": _basic_auth(*auth)}
+        limits = aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout) if timeout else self.sessions.timeout
+        async with self.sessions.get().request(method.upper(), url, params=params, data=data, headers=headers,
+                                               allow_redirects=allow_redirects, timeout=limits) as response:
+            text = await response.text()
+        if logged:
+            self.log_response(response.status, response)
+        return Response(response.status, text, response.headers)
+
+    async def close(self) -> None:
+        """Close the kept-alive connections."""
+        await self.sessions.close()
 
 
 class _TwilioChannel:
@@ -115,8 +161,8 @@ class _TwilioChannel:
         if not config.from_number and not config.messaging_service_sid:
             raise ValueError("Twilio needs TOUCHFLOW_TWILIO_FROM_NUMBER or TOUCHFLOW_TWILIO_MESSAGING_SERVICE_SID")
         self.config = config
-        self.client = Client(config.account_sid, config.auth_token,
-                             http_client=TwilioHttpClient(timeout=config.timeout))
+        self.http = AiohttpTwilioClient(timeout=config.timeout, max_connections=config.max_in_flight)
+        self.client = Client(config.account_sid, config.auth_token, http_client=self.http)
         if config.api_base_url:
             self.client.api.base_url = config.api_base_url.rstrip("/")
 
@@ -124,22 +170,23 @@ class _TwilioChannel:
         return f"{type(self).__name__}({self.config!r})"
 
     async def open(self) -> None:
-        """The REST client connects per request."""
+        """Connections are made by the first requests and kept alive."""
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Close the kept-alive connections."""
+        await self.http.close()
 
     async def send(self, message: Message) -> Delivery:
-        """Create the message or call in a worker thread and translate errors."""
+        """Create the message or call and translate errors."""
         try:
-            resource = await asyncio.to_thread(self._create, message)
+            resource = await self._create(message)
         except TwilioRestException as exc:
             raise translate(exc, self.name) from None
-        except http_errors.RequestException as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise translate_network(exc, self.name, self.client.api.base_url) from None
         return Delivery(provider_id=resource.sid, status="queued", detail=getattr(resource, "status", None))
 
-    def _create(self, message: Message):
+    async def _create(self, message: Message):
         raise NotImplementedError
 
 
@@ -148,7 +195,7 @@ class TwilioSmsChannel(_TwilioChannel):
 
     name = "sms"
 
-    def _create(self, message: Message):
+    async def _create(self, message: Message):
         kwargs = {"to": message.to, "body": message.text}
         if self.config.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.config.messaging_service_sid
@@ -156,7 +203,7 @@ class TwilioSmsChannel(_TwilioChannel):
             kwargs["from_"] = self.config.from_number
         if self.config.status_callback:
             kwargs["status_callback"] = self.config.status_callback
-        return self.client.messages.create(**kwargs)
+        return await self.client.messages.create_async(**kwargs)
 
 
 def say_twiml(text: str, voice: str = "alice", language: str = "ru-RU") -> str:
@@ -171,9 +218,9 @@ class TwilioVoiceChannel(_TwilioChannel):
 
     name = "voice"
 
-    def _create(self, message: Message):
+    async def _create(self, message: Message):
         kwargs = {"to": message.to, "from_": self.config.from_number,
                   "twiml": say_twiml(message.text, self.config.voice, self.config.language)}
         if self.config.status_callback:
             kwargs["status_callback"] = self.config.status_callback
-        return self.client.calls.create(**kwargs)
+        return await self.client.calls.create_async(**kwargs)
