@@ -350,12 +350,14 @@ def concurrency(run: Run, channel: Channel) -> tuple[int, int]:
 
 async def _send(channel: Channel, queue: asyncio.Queue, done, run: Run, name: str) -> None:
     """Send what the stream queues through ``channel`` within its provider's limits (shared with every process
-    using the same limiter), as many in flight as the channel has connections."""
+    using the same limiter), as many in flight as the window allows: from where the batch before left it."""
     breaker = run.breakers.setdefault(name, Breaker(run.settings.channel_failure_limit))
     start, ceiling = concurrency(run, channel)
-    await send_stream(channel, queue, done, concurrency=start, ceiling=ceiling,
-                      meter=meter_of(name, channel, run.settings), limiter=limiter_for(run.settings.rate_limit_url),
-                      attempts=run.settings.send_attempts, breaker=breaker)
+    window = await send_stream(channel, queue, done, concurrency=run.windows.get(name, start), ceiling=ceiling,
+                               meter=meter_of(name, channel, run.settings),
+                               limiter=limiter_for(run.settings.rate_limit_url), attempts=run.settings.send_attempts,
+                               breaker=breaker)
+    run.windows[name] = window.limit
 
 
 def close_channels(run: Run) -> None:

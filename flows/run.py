@@ -80,6 +80,8 @@ class Run:
     breakers: dict[str, Any] = field(default_factory=dict)  # per channel: stops one that no longer answers
     paces: dict[str, tuple[int, bool]] = field(default_factory=dict)  # per channel, from the batch before: its
     # last chunk's size and whether it waits on the network (flows.delivery.Stream starts from them)
+    windows: dict[str, int] = field(default_factory=dict)  # per channel: the messages in flight the batch before
+    # ended with (the next batch's sending starts there, not from the pool size again)
     simulated: dict[int, dict] | None = None  # a dry run: the locks it would have taken, for multi-record persons
     total: int | None = None  # customers the segment selects (counted when paging starts)
     done: int = 0             # customers whose batches are done
