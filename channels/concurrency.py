@@ -9,7 +9,8 @@ the window, at least 16) it looks at what the round did:
   ceiling; a step that brought nothing is the last until ``PROBE_ROUNDS`` rounds later (the
   relay's capacity, found);
 * pushback — a refused connection (``ConnectionFailed``: "421 too many connections"), a rate
-  limit, a 421 reply — halves it at once, not below one, and it does not grow again for ``PROBE_ROUNDS`` rounds.
+  limit, a 421 reply — halves it at once, not below one, and it does not grow again for
+  ``PROBE_ROUNDS`` rounds.
 
 A relay's connection limit costs one refused connection: the SMTP pool then stays at the
 connections open (``channels.transports.smtp_pool``), and a message waits for one of them.
@@ -32,7 +33,6 @@ class Window:
     def __init__(self, start: int, ceiling: int | None = None) -> None:
         self.limit = max(1, start)
         self.ceiling = max(self.limit, ceiling or self.limit)
-        self.peak = self.limit
         self._done = 0
         self._waiting = 0
         self._started = time.monotonic()
@@ -66,7 +66,6 @@ class Window:
                 self._quiet_rounds = PROBE_ROUNDS      # the last step brought nothing: hold here for a while
             else:
                 self.limit = min(self.ceiling, max(self.limit + 1, round(self.limit * GROWTH)))
-                self.peak = max(self.peak, self.limit)
                 stepped = True
         self._new_round(rate if stepped else 0.0)
 

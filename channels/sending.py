@@ -137,10 +137,9 @@ async def _release(gate: Gate, hold) -> None:
 
 
 async def send_all(channel: Channel, messages: list[Message], *, concurrency: int = 4, ceiling: int | None = None,
-                   rate: float = 0.0,
-                   limiter_key: str | None = None, meter: Meter | None = None, limiter: Limiter | None = None,
-                   attempts: int = 3, base_delay: float = 0.5, breaker: Breaker | None = None
-                   ) -> list[Delivery | ChannelError]:
+                   rate: float = 0.0, limiter_key: str | None = None, meter: Meter | None = None,
+                   limiter: Limiter | None = None, attempts: int = 3, base_delay: float = 0.5,
+                   breaker: Breaker | None = None) -> list[Delivery | ChannelError]:
     """Send many messages with ``concurrency`` in flight (up to ``ceiling`` as the provider allows); each result is a
     Delivery or the error it met.
 
@@ -154,7 +153,8 @@ async def send_all(channel: Channel, messages: list[Message], *, concurrency: in
         queue.put_nowait((index, message))
     queue.put_nowait(None)
     await send_stream(channel, queue, results.__setitem__, concurrency=max(1, min(concurrency, len(messages))),
-                      ceiling=ceiling, meter=meter, limiter=limiter, attempts=attempts, base_delay=base_delay, breaker=breaker)
+                      ceiling=ceiling, meter=meter, limiter=limiter, attempts=attempts, base_delay=base_delay,
+                      breaker=breaker)
     return results  # type: ignore[return-value]
 
 
@@ -170,7 +170,7 @@ async def send_stream(channel: Channel, queue: asyncio.Queue, done: Callable[[An
     all busy and it pays, half on pushback. A metered channel's workers share one connection to the
     limiter; an unmetered one (email by default) never asks a limiter. A ``ChannelFatal`` error (a
     full disk) stops the channel: the messages still arriving are not tried and get that error; so
-    do all of them when the channel cannot be opened. Returns the window (its ``peak``).
+    do all of them when the channel cannot be opened. Returns the window (where its ``limit`` ended).
     """
     fatal: list[ChannelError] = []
     window = Window(concurrency, ceiling)

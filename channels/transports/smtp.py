@@ -151,8 +151,9 @@ class SmtpEmailChannel:
     async def _connect(self) -> aiosmtplib.SMTP | SmtpWire:
         """A connected client, greeted, EHLO said (so its extensions are known), logged in if configured.
 
-        With ``pipelining`` it is touchflow's own client (``smtp_pipelining``), else aiosmtplib's. Every way of not reaching a server that takes mail is ``ConnectionFailed``: refused, no
-        greeting in time, a greeting that is not 220, EHLO refused, STARTTLS failing.
+        With ``pipelining`` it is touchflow's own client (``smtp_pipelining``), else aiosmtplib's. Every
+        way of not reaching a server that takes mail is ``ConnectionFailed``: refused, no greeting in
+        time, a greeting that is not 220, EHLO refused, STARTTLS failing.
         """
         cfg = self.config
         if cfg.pipelining:
