@@ -350,7 +350,7 @@ def campaign_template(tmp_path, monkeypatch, email: str) -> None:
     reset_settings()  # settings are read once per process
 
 
-def run_limited(engine, tmp_path) -> tuple[dict, dict[str, object]]:
+def run_limited(engine, tmp_path, timeout: float = 0.3) -> tuple[dict, dict[str, object]]:
     from flows.engine import run_campaign
     from flows.spec import CampaignSpec
     from touchflow.settings import Settings
@@ -358,7 +358,7 @@ def run_limited(engine, tmp_path) -> tuple[dict, dict[str, object]]:
     spec = CampaignSpec(name="limited", rule={"field": "name", "contains": "Клиент"}, purpose="marketing",
                         offer="limited-1", template="limited", channels=["email"], policy={"quiet_hours": "off"})
     summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), settings=Settings(
-        email_transport="file", outbox_dir=str(tmp_path / "outbox"), send_attempts=1, render_timeout_seconds=0.3))
+        email_transport="file", outbox_dir=str(tmp_path / "outbox"), send_attempts=1, render_timeout_seconds=timeout))
     with engine.connect() as conn:
         rows = conn.execute(select(Touch.__table__).where(Touch.__table__.c.run_id == summary["run_id"])).all()
     return summary, {row.address: row for row in rows}
@@ -387,7 +387,8 @@ def test_a_customer_whose_template_changes_the_offer_fails_alone(engine, tmp_pat
     campaign_template(tmp_path, monkeypatch, "{% if customer.external_id == 'K003' %}" + source +
                       "{% endif %}Скидка {{ offer.discount_percent }}%, {{ offer['items']|length }}")
     build(engine, tmp_path, 8)
-    _, rows = run_limited(engine, tmp_path)
+    _, rows = run_limited(engine, tmp_path, timeout=5)  # not a time-limit test: one of the seven once failed in
+    # CI (826 passed), most likely a render over the 0.3 s limit on a busy machine
     assert (rows["k3@mail.ru"].status, rows["k3@mail.ru"].reason) == ("skipped", "render_failed")
     sent = [row for row in rows.values() if row.status == "sent"]
     assert len(sent) == 7 and {row.body for row in sent} == {"Скидка 15%, 2"}
