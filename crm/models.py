@@ -232,6 +232,7 @@ class Touch(SQLModel, table=True):
         Index("ix_touches_created", "created_at", "id"),
         Index("ix_touches_campaign_status_created", "campaign", "status", "created_at", "id"),
         Index("ix_touches_status_created", "status", "created_at", "id"),
+        Index("ix_touches_in_reply_to", "in_reply_to"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -264,6 +265,10 @@ class Touch(SQLModel, table=True):
     due_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)  # deferred touches: when allowed
     sent_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     delivered_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    # ``out``: touchflow contacted the person; ``in``: the person wrote (a reply, a bot question)
+    direction: str = Field(default="out", max_length=3, sa_column_kwargs={"server_default": "out"})
+    in_reply_to: Optional[int] = Field(default=None, foreign_key="touches.id")  # the touch an inbound one answers
+    cost: Optional[Decimal] = Field(default=None, sa_column=Column(Numeric(12, 4), nullable=True))  # price when claimed
 
 
 class ImportRun(SQLModel, table=True):

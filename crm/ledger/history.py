@@ -34,7 +34,8 @@ def history(engine: Engine, *, customer: str | None = None, campaign: str | None
                     touches.c.channel, touches.c.address, touches.c.status, touches.c.reason, touches.c.detail,
                     touches.c.template, touches.c.template_hash, touches.c.body_hash, touches.c.provider_message_id,
                     touches.c.error_code, touches.c.error_message, touches.c.sent_at, touches.c.due_at,
-                    touches.c.consent_id, consents.c.at.label("consent_at"), consents.c.source.label("consent_source"),
+                    touches.c.consent_id, touches.c.direction, touches.c.in_reply_to, touches.c.cost,
+                    consents.c.at.label("consent_at"), consents.c.source.label("consent_source"),
                     consents.c.wording.label("consent_wording"))
              .outerjoin(customers, customers.c.id == touches.c.customer_id)
              .outerjoin(consents, consents.c.id == touches.c.consent_id)

@@ -26,7 +26,7 @@ events = TouchEvent.__table__
 TOUCH_COLUMNS = ("claim_key", "person_key", "customer_id", "campaign", "run_id", "offer", "purpose", "channel",
                  "contact_point_id", "address", "address_digest", "status", "reason", "detail", "template",
                  "template_hash", "body", "body_hash", "consent_id", "manager_id", "created_at", "updated_at",
-                 "due_at", "sent_at", "offer_valid_until")
+                 "due_at", "sent_at", "offer_valid_until", "direction", "in_reply_to", "cost")
 EVENT_COLUMNS = ("touch_id", "status", "at", "detail", "reason", "error_code", "error_message",
                  "provider_message_id")
 FIRST_EVENT = ("status", "detail", "reason", "error_code", "error_message", "provider_message_id")
@@ -63,7 +63,8 @@ def touch_row(decision: Decision, *, run_id: str | None, campaign: str | None, o
             "detail": decision.detail, "template": template, "template_hash": template_hash,
             "body": body if keep_body else None, "body_hash": body_hash(body), "consent_id": decision.consent_id,
             "manager_id": manager_id, "created_at": now, "updated_at": now, "due_at": decision.due_at,
-            "sent_at": None, "offer_valid_until": offer_valid_until}
+            "sent_at": None, "offer_valid_until": offer_valid_until, "direction": "out", "in_reply_to": None,
+            "cost": None}
 
 
 def first_events(ids: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,6 +82,7 @@ def insert_touches(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         if row["address"] is not None and row["address_digest"] is None:
             row["address_digest"] = address_digest(key, row["address"])
         row["sent_at"] = row["created_at"] if row["status"] in WRITTEN_SENT else None
+        row["direction"] = row.get("direction") or "out"
     ids = new_ids(conn, touches, len(rows))
     bulk_insert_tuples(conn, touches, ("id", *TOUCH_COLUMNS),
                        [(touch_id, *[row[name] for name in TOUCH_COLUMNS]) for touch_id, row in zip(ids, rows)])
