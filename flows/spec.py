@@ -10,6 +10,7 @@
     fallback: true                             # next channel on a permanent failure
     duplicate_in: null                         # also send in this channel (e.g. sms)
     holdout_percent: 10                        # a control group, recorded as decisions
+    attribution_days: 7                        # a purchase this many days after a touch is the campaign's (results)
     priority: 50                               # 0–100: who wins a person several campaigns want at once
     offer_group: business_cards                # offers of one group count as one offer for cooldowns
     budget: 5000
@@ -50,6 +51,7 @@ from flows.journey_spec import Step, name_steps
 from touchflow.errors import InputError
 
 CHANNELS = ("email", "sms", "voice", "telegram", "call")
+DEFAULT_ATTRIBUTION_DAYS = 7  # a campaign's attribution window unless its spec names one
 
 
 class SpecError(InputError):
@@ -173,6 +175,8 @@ class CampaignSpec(BaseModel):
     fallback: bool = True
     duplicate_in: Literal["email", "sms", "voice", "telegram", "call"] | None = None
     holdout_percent: float = Field(0, ge=0, le=100)
+    # results (flows.results): a purchase up to this many days after the person's last touch is attributed to it
+    attribution_days: int = Field(DEFAULT_ATTRIBUTION_DAYS, ge=0, le=366)
     priority: int = Field(50, ge=0, le=100)  # the higher wins when several campaigns want a person at once
     offer_group: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     budget: float | None = Field(None, ge=0)

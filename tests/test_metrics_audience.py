@@ -30,8 +30,11 @@ def test_overall_metrics_have_the_article_definitions(base):
     assert row["average_check"] == round(229_000 / 12, 4)
     assert row["purchase_frequency"] == 2.4
     assert row["clv"] == round(229_000 / 5, 4)
-    # AIPT over buyers with two or more purchase days: CARD 30, ISP1 10, OLD 164 days
-    assert row["aipt_days"] == round((30 + 10 + 164) / 3, 2)
+    # the mean gap between purchase days of buyers with two or more: CARD 30, ISP1 10, OLD 164 days
+    assert row["purchase_gap_days"] == round((30 + 10 + 164) / 3, 2)
+    # AIPT in the article's form: days observed (first purchase to 04-04) over purchase days, pooled:
+    # CARD 94 / 3, ISP1 26 / 3, ISP2 21 / 1, CAT 11 / 1 (two lines, one day), OLD 450 / 3
+    assert row["aipt_days"] == round(602 / 11, 2) and row["aipt"] == round(602 / 11 / 30, 4)
     # wallet: CARD spent 4000 of 10000, ISP1 165 of 50000
     assert row["share_of_wallet"] == round(4165 / 60000, 4)
     assert row["size_of_wallet"] == 30000.0

@@ -213,3 +213,63 @@ def campaign_runs(campaign: Optional[str] = typer.Option(None, "--campaign", hel
                       f"{row['finished_at']:%H:%M:%S}" if row["finished_at"] else "", lease,
                       str((row["summary"] or {}).get("selected", "")))
     console.print(table)
+
+
+@app.command("report")
+def campaign_report(
+    name: str = typer.Argument(..., help="The campaign's name (a spec in the project's campaigns/)."),
+    as_of: Optional[str] = AsOfOption,
+    min_group: int = typer.Option(30, "--min-group", min=2,
+                                  help="People needed in each of contacted and holdout before an uplift is given."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Did it work? Attributed purchases and revenue per channel, spend, cost per lead, uplift over the holdout."""
+    from flows.results import campaign_report as compute
+    from touchflow.settings import get_settings
+
+    result = compute(open_database(), name, campaigns_dir(), as_of=as_of_date(as_of) if as_of else None,
+                     zone=get_settings().default_timezone, min_group=min_group)
+    if as_json:
+        print_json(result)
+    else:
+        _print_report(result)
+
+
+def _cell(value: object) -> str:
+    return "—" if value is None else f"{value:,}" if isinstance(value, (int, float)) else str(value)
+
+
+def _print_report(result: dict) -> None:
+    total, rule = result["total"], result["attribution"]
+    console.print(f"[bold]{result['campaign']}[/]: {rule['rule']}, window {rule['window_days']} days; "
+                  f"{total['people_contacted']} people contacted, {total['leads']} bought "
+                  f"({_cell(total['conversion'])}), {total['purchases']} purchases, revenue {_cell(total['revenue'])}",
+                  highlight=False)
+    budget = f" of budget {_cell(result['budget'])}" if result["budget"] is not None else ""
+    console.print(f"spend {_cell(total['spend'])}{budget}, cost per lead {_cell(total['cost_per_lead'])}, "
+                  f"return on spend {_cell(total['return_on_spend'])}"
+                  + (f" ({total['touches_without_cost']} touches have no cost)" if total["touches_without_cost"]
+                     else ""), highlight=False)
+    table = Table(title="per channel")
+    columns = ("touches", "contacted", "purchases", "leads", "revenue", "spend", "cost_per_lead", "return_on_spend")
+    table.add_column("channel")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for channel, row in result["channels"].items():
+        table.add_row(channel, *(_cell(row[c]) for c in columns))
+    console.print(table)
+    holdout = result["holdout"]
+    table = Table(title=f"contacted vs holdout, purchases within {holdout['window_days']} days of the run "
+                        f"({holdout['runs_still_open']} runs still in their window)")
+    for column in ("slice", "contacted", "holdout", "uplift (95% CI)", "revenue/person uplift (95% CI)"):
+        table.add_column(column)
+    for row in holdout["slices"]:
+        c, h, up = row["contacted"], row["holdout"], row["uplift"]
+        table.add_row(row["slice"], f"{c['converted']}/{c['people']} {_cell(c['conversion'])}",
+                      f"{h['converted']}/{h['people']} {_cell(h['conversion'])}",
+                      row.get("note", "") if up is None else
+                      f"{up['conversion']:+.4f} [{up['conversion_ci'][0]:+.4f}, {up['conversion_ci'][1]:+.4f}]",
+                      "" if up is None else f"{up['revenue_per_person']:+,.2f} [{up['revenue_per_person_ci'][0]:+,.2f}, "
+                                            f"{up['revenue_per_person_ci'][1]:+,.2f}]")
+    console.print(table)
+    console.print(holdout["method"], highlight=False)

@@ -97,13 +97,15 @@ def segment_refresh(as_json: bool = JsonOption) -> None:
 
 def metrics(
     segment: Optional[str] = typer.Option(None, "--segment", help="Only customers of this segment."),
-    by: Optional[str] = typer.Option(None, "--by", help="Slice by region, manager, category or month."),
+    by: Optional[str] = typer.Option(None, "--by",
+                                     help="Slice by region, manager, customer, category, product or month."),
     since: Optional[str] = typer.Option(None, "--since", help="Purchases from this date (e.g. campaign start)."),
     until: Optional[str] = typer.Option(None, "--until", help="Purchases up to this date (default today)."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Campaign budget: adds acquisition rate and CPA."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Campaign budget: adds acquisition rate and cost "
+                                                                  "per lead (the budget prorated across slices)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Average check, frequency, AIPT, ALD, CLV, recency, wallet size and share, acquisition and CPA."""
+    """Average check, frequency, AIPT, ALD, CLV, recency, wallet size and share, acquisition and cost per lead."""
     from segments.metrics import compute
 
     rule, library = segment_rule(segment) if segment else (None, None)
@@ -115,8 +117,9 @@ def metrics(
         return
     rows = result["rows"]
     columns = [c for c in ("slice", "customers", "buyers", "purchases", "revenue", "average_check",
-                           "purchase_frequency", "aipt_days", "ald_days", "clv", "recency_days", "size_of_wallet",
-                           "share_of_wallet", "acquisition_rate", "cost_per_acquisition") if rows and c in rows[0]]
+                           "purchase_frequency", "aipt", "aipt_days", "purchase_gap_days", "ald_days", "clv",
+                           "recency_days", "size_of_wallet", "share_of_wallet", "acquisition_rate", "budget_share",
+                           "cost_per_lead") if rows and c in rows[0]]
     title = f"metrics{' of ' + segment if segment else ''}{' by ' + by if by else ''}"
     table = Table(title=title)
 

@@ -129,6 +129,21 @@ def router(engine, settings) -> APIRouter:
 
         return {"campaigns": [load_spec(path).model_dump(mode="json") for path in campaign_files(campaigns_dir())]}
 
+    @api.get("/campaigns/{name}/report")
+    def campaign_report(name: str, as_of: date | None = None, min_group: int = 30,
+                        viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
+        """Did it work: attributed purchases and revenue per channel, spend, cost per lead, return on spend and
+        the uplift over the holdout with 95 % intervals (as `touchflow campaign report NAME --json`)."""
+        from flows.results import campaign_report as compute
+        from touchflow.errors import InputError
+        from touchflow.settings import campaigns_dir
+
+        try:
+            return compute(engine, name, campaigns_dir(settings), as_of=as_of, zone=settings.default_timezone,
+                           min_group=max(2, min_group))
+        except InputError as exc:
+            raise HTTPException(404, str(exc)) from None
+
     @api.get("/plan")
     def plan(weeks: int = 4, viewer: Viewer = Depends(require("campaigns.view"))) -> dict:
         """Every campaign, reminder and journey of the plan: schedule, segment, channels, offer group, priority,

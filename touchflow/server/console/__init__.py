@@ -4,6 +4,7 @@
     sales.py       today's calls, a call's script and outcome form
     compliance.py  people, timelines, export, erasure, the access log
     marketing.py   the dashboard and campaigns
+    results.py     a campaign's report: conversions, spend, uplift over the holdout
     charts.py      SVG charts drawn on the server
     templates/, static/, locales/   package data (no CDN: the console works offline)
 
@@ -17,7 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from crm import accounts
 from touchflow.server.auth import Viewer, require, signed_in
-from touchflow.server.console import compliance, marketing, plan, sales
+from touchflow.server.console import compliance, marketing, plan, results, sales
 from touchflow.server.console.view import render
 from touchflow.server.permissions import HOME
 
@@ -63,6 +64,6 @@ def router(engine, settings) -> APIRouter:
             return users_page(request, viewer, str(exc), 400)
         return RedirectResponse("/users", status_code=303)
 
-    for module in (sales, compliance, marketing, plan):
+    for module in (sales, compliance, marketing, plan, results):
         routes.include_router(module.routes(engine, settings))
     return routes
