@@ -27,7 +27,7 @@ from statistics import fmean
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Engine
 
 from crm.models import Customer, Purchase, Touch
@@ -107,7 +107,10 @@ def attribute(engine: Engine, campaign: str, *, windows: Mapping[str, int], defa
 
 
 def spend(engine: Engine, campaign: str) -> dict[str, Any]:
-    """The campaign's spend (sum of ``touches.cost``) and contacts, in total and per channel."""
+    """The campaign's spend (sum of ``touches.cost``) and contacts, in total and per channel.
+
+    Spend is None (not 0) where no touch has a cost: unknown, so cost per lead and return are too.
+    """
     query = (select(touches.c.channel, func.count(), func.sum(touches.c.cost), func.count(touches.c.cost),
                     func.sum(case((touches.c.status.in_(CONTACTED), 1), else_=0)))
              .where(touches.c.campaign == campaign, touches.c.direction == "out", touches.c.status != "skipped")
@@ -115,11 +118,11 @@ def spend(engine: Engine, campaign: str) -> dict[str, Any]:
     channels = {}
     with engine.connect() as conn:
         for channel, count, cost, costed, contacted in conn.execute(query):
-            channels[channel or "—"] = {"touches": count, "contacted": int(contacted or 0), "spend": _money(cost),
-                                        "without_cost": count - costed}
+            channels[channel or "—"] = {"touches": count, "contacted": int(contacted or 0),
+                                        "spend": _money(cost) if costed else None, "without_cost": count - costed}
         people = conn.execute(select(func.count()).select_from(_campaign_people(campaign, CONTACTED))).scalar_one()
-    return {"people_contacted": people, "channels": channels,
-            "spend": round(sum(c["spend"] for c in channels.values()), 2),
+    costed = [c["spend"] for c in channels.values() if c["spend"] is not None]
+    return {"people_contacted": people, "channels": channels, "spend": round(sum(costed), 2) if costed else None,
             "touches_without_cost": sum(c["without_cost"] for c in channels.values())}
 
 
@@ -222,7 +225,7 @@ def report(engine: Engine, spec: CampaignSpec, *, windows: Mapping[str, int] | N
     costs = spend(engine, spec.name)
     by_channel = {name: {**c, "purchases": 0, "buyers": set(), "revenue": 0.0} for name, c in costs["channels"].items()}
     for item in found:
-        row = by_channel.setdefault(item["channel"] or "—", {"touches": 0, "contacted": 0, "spend": 0.0,
+        row = by_channel.setdefault(item["channel"] or "—", {"touches": 0, "contacted": 0, "spend": None,
                                                              "without_cost": 0, "purchases": 0, "buyers": set(),
                                                              "revenue": 0.0})
         row["purchases"] += 1
