@@ -275,5 +275,6 @@ def campaign_report(engine: Engine, name: str, directory, **kwargs: Any) -> dict
 
     specs = project_specs(directory)
     if name not in specs:
-        raise InputError(f"no campaign {name!r} in {directory}: give the name of a spec there (touchflow campaign list)")
+        raise InputError(f"no campaign {name!r} in {directory}: give the name of a spec there "
+                         f"(touchflow campaign list)")
     return report(engine, specs[name], windows={n: s.attribution_days for n, s in specs.items()}, **kwargs)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from crm import accounts
-from crm.models import Customer, Purchase, ServiceEvent, Touch
+from crm.models import Customer, Purchase, Touch
 from flows import results
 from flows.spec import CampaignSpec, SpecError, load_spec
 from flows.stats import newcombe, t_quantile, welch, wilson
@@ -22,8 +22,7 @@ from tests import console_base, segbase
 from tests.helpers import run_cli, run_json
 from touchflow.settings import Settings, reset_settings
 
-customers, purchases, touches, events = (Customer.__table__, Purchase.__table__, Touch.__table__,
-                                         ServiceEvent.__table__)
+customers, purchases, touches = Customer.__table__, Purchase.__table__, Touch.__table__
 D0 = date(2026, 11, 2)
 AS_OF = date(2026, 12, 7)
 ZONE = "Europe/Moscow"
@@ -167,7 +166,7 @@ def test_the_interval_helpers_match_published_values():
     assert round(wilson(0, 10)[0], 12) == 0.0 and round(wilson(0, 10)[1], 4) == 0.2775
 
 
-def test_uplift_and_its_intervals_by_hand_per_segment_and_region(engine, trial):
+def test_uplift_and_its_intervals_by_hand_per_segment_and_region(engine, trial, cli_env, tmp_path, monkeypatch):
     report = results.holdout_uplift(engine, "trial", window=7, as_of=AS_OF, zone=ZONE, segment="lapsed_customers")
     assert report["runs_still_open"] == 1
     rows = {row["slice"]: row for row in report["slices"]}
@@ -175,7 +174,8 @@ def test_uplift_and_its_intervals_by_hand_per_segment_and_region(engine, trial):
     assert (whole["contacted"]["people"], whole["contacted"]["converted"]) == (40, 20)
     assert (whole["holdout"]["people"], whole["holdout"]["converted"]) == (40, 10)
     (l1, u1), (l0, u0) = by_hand_wilson(20, 40), by_hand_wilson(10, 40)
-    low, high = 0.25 - math.sqrt((0.5 - l1) ** 2 + (u0 - 0.25) ** 2), 0.25 + math.sqrt((u1 - 0.5) ** 2 + (0.25 - l0) ** 2)
+    low = 0.25 - math.sqrt((0.5 - l1) ** 2 + (u0 - 0.25) ** 2)
+    high = 0.25 + math.sqrt((u1 - 0.5) ** 2 + (0.25 - l0) ** 2)
     uplift = whole["uplift"]
     assert uplift["conversion"] == 0.25 and uplift["conversion_ci"] == [round(low, 4), round(high, 4)]
     assert uplift["significant"] is (low > 0)
@@ -191,6 +191,13 @@ def test_uplift_and_its_intervals_by_hand_per_segment_and_region(engine, trial):
     assert moscow["uplift"]["conversion"] == round(20 / 30 - 10 / 32, 4)
     assert tatarstan["uplift"] is None and tatarstan["note"].startswith("not enough data")
     assert "holdout has 8 people" in tatarstan["note"]
+    monkeypatch.setenv("TOUCHFLOW_CAMPAIGNS_DIR", str(write_specs(tmp_path / "campaigns")))
+    monkeypatch.setenv("TOUCHFLOW_DEFAULT_TIMEZONE", ZONE)
+    reset_settings()
+    shown = run_cli("campaign", "report", "trial", "--as-of", AS_OF.isoformat())
+    assert shown.exit_code == 0, shown.output
+    assert f"conversion uplift +0.2500 [{low:+.4f}, {high:+.4f}]" in shown.stdout
+    assert "region: Татарстан: contacted 0/10 (0.0), holdout 0/8 (0.0); not enough data" in shown.stdout
 
 
 def test_too_small_groups_give_no_number():

@@ -239,6 +239,10 @@ def _cell(value: object) -> str:
     return "—" if value is None else f"{value:,}" if isinstance(value, (int, float)) else str(value)
 
 
+def _with_ci(value: float, interval: list[float], spec: str) -> str:
+    return f"{value:{spec}} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
+
+
 def _print_report(result: dict) -> None:
     total, rule = result["total"], result["attribution"]
     console.print(f"[bold]{result['campaign']}[/]: {rule['rule']}, window {rule['window_days']} days; "
@@ -250,26 +254,23 @@ def _print_report(result: dict) -> None:
                   f"return on spend {_cell(total['return_on_spend'])}"
                   + (f" ({total['touches_without_cost']} touches have no cost)" if total["touches_without_cost"]
                      else ""), highlight=False)
-    table = Table(title="per channel")
+    table = Table(title="per channel (CPL: cost per lead, ROS: return on spend)")
     columns = ("touches", "contacted", "purchases", "leads", "revenue", "spend", "cost_per_lead", "return_on_spend")
     table.add_column("channel")
     for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
+        table.add_column({"cost_per_lead": "CPL", "return_on_spend": "ROS"}.get(column, column), justify="right")
     for channel, row in result["channels"].items():
         table.add_row(channel, *(_cell(row[c]) for c in columns))
     console.print(table)
     holdout = result["holdout"]
-    table = Table(title=f"contacted vs holdout, purchases within {holdout['window_days']} days of the run "
-                        f"({holdout['runs_still_open']} runs still in their window)")
-    for column in ("slice", "contacted", "holdout", "uplift (95% CI)", "revenue/person uplift (95% CI)"):
-        table.add_column(column)
+    console.print(f"contacted vs holdout: purchases within {holdout['window_days']} days of the run's day "
+                  f"({holdout['runs_still_open']} runs still in their window left out)", highlight=False)
     for row in holdout["slices"]:
         c, h, up = row["contacted"], row["holdout"], row["uplift"]
-        table.add_row(row["slice"], f"{c['converted']}/{c['people']} {_cell(c['conversion'])}",
-                      f"{h['converted']}/{h['people']} {_cell(h['conversion'])}",
-                      row.get("note", "") if up is None else
-                      f"{up['conversion']:+.4f} [{up['conversion_ci'][0]:+.4f}, {up['conversion_ci'][1]:+.4f}]",
-                      "" if up is None else f"{up['revenue_per_person']:+,.2f} [{up['revenue_per_person_ci'][0]:+,.2f}, "
-                                            f"{up['revenue_per_person_ci'][1]:+,.2f}]")
-    console.print(table)
+        line = (f"  {row['slice']}: contacted {c['converted']}/{c['people']} ({_cell(c['conversion'])}), "
+                f"holdout {h['converted']}/{h['people']} ({_cell(h['conversion'])}); ")
+        line += row.get("note", "") if up is None else (
+            f"conversion uplift {_with_ci(up['conversion'], up['conversion_ci'], '+.4f')}, revenue per person "
+            f"{_with_ci(up['revenue_per_person'], up['revenue_per_person_ci'], '+,.2f')}")
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(holdout["method"], highlight=False)
