@@ -317,6 +317,7 @@ def test_the_cli_the_api_and_the_console_show_the_same_report(engine, attributed
         assert page.status_code == 200
         assert '<dd id="revenue">290.0</dd>' in page.text and '<b id="window">7</b>' in page.text
         assert 'data-channel="sms"' in page.text and "not enough data" in page.text
+        assert "Стоимость лида" in page.text                                 # the configured language (ru)
         assert console_base.login(url, "olga").get("/campaigns/promo/report").status_code == 403
     finally:
         stop()
