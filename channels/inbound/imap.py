@@ -15,6 +15,7 @@ mail client first marks it seen.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import ssl
@@ -99,7 +100,7 @@ def connect(config: ImapConfig) -> imaplib.IMAP4:
         _close(client)
         raise ConfigError(f"the IMAP server {where} refused the login of {config.user!r}: {_text(exc)}; "
                           "check imap_user and TOUCHFLOW_IMAP_PASSWORD") from None
-    status, answer = client.select(_quoted(config.mailbox))
+    status, answer = client.select(mailbox_name(config.mailbox))
     if status != "OK":
         _close(client)
         raise ConfigError(f"the IMAP server {where} has no mailbox {config.mailbox!r} ({_text(answer)}); "
@@ -174,9 +175,24 @@ def _close(client: imaplib.IMAP4) -> None:
         pass
 
 
-def _quoted(mailbox: str) -> str:
-    """A mailbox name as an IMAP quoted string (names with spaces; imaplib sends it as given)."""
-    return '"' + re.sub(r'(["\\])', r"\\\1", mailbox) + '"'
+def mailbox_name(mailbox: str) -> str:
+    """A mailbox name as IMAP sends it: modified UTF-7 (RFC 3501 5.1.3, «Ответы» too), quoted (spaces too)."""
+    encoded, pending = [], []
+
+    def flush() -> None:
+        if pending:
+            data = base64.b64encode("".join(pending).encode("utf-16-be")).decode().rstrip("=")
+            encoded.append("&" + data.replace("/", ",") + "-")
+            pending.clear()
+
+    for char in mailbox:
+        if " " <= char <= "~":
+            flush()
+            encoded.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return '"' + re.sub(r'(["\\])', r"\\\1", "".join(encoded)) + '"'
 
 
 def _text(answer: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from typing import Optional
 
@@ -29,7 +31,7 @@ def poll_imap(
     Safe to stop at any moment: a message is marked seen only after it is stored, and storing it again stores nothing.
 
     With --once an unreachable server is an error (exit 6); in the loop it is reported and the next poll
-    tries again. --json prints one object per poll.
+    tries again. --json prints one JSON document (--once) or one JSON line per poll.
     """
     from channels.inbound.imap import ImapConfig, ImapUnavailable, poll_once
 
@@ -43,7 +45,7 @@ def poll_imap(
             if once:
                 raise
             summary = {"mailbox": config.mailbox, "error": str(exc)}
-        _show(summary, as_json)
+        _show(summary, as_json, lines=not once)
         done += 1
         if once or (rounds is not None and done >= rounds):
             break
@@ -53,7 +55,12 @@ def poll_imap(
             break
 
 
-def _show(summary: dict, as_json: bool) -> None:
+def _show(summary: dict, as_json: bool, lines: bool) -> None:
+    """A poll's summary: one JSON document (``--once``), one JSON line per poll (the loop), or a sentence."""
+    if as_json and lines:
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
     if as_json:
         print_json(summary)
         return
