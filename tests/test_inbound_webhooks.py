@@ -16,6 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.inbound.email import from_bytes
 from channels.inbound.signature import sign
+from crm import accounts
 from crm.db import write_tx
 from crm.importing import import_file
 from crm.ledger.audit import verify
@@ -24,6 +25,7 @@ from crm.models import Consent, Touch
 from crm.timeline import person_of, timeline
 from flows.engine import run_campaign
 from flows.spec import CampaignSpec
+from tests.console_base import PASSWORD, login
 from tests.helpers import run_cli, run_json, write_csv
 from tests.servers import free_port
 from touchflow.server import create_app
@@ -127,6 +129,9 @@ def test_an_email_reply_is_linked_by_in_reply_to_stored_once_and_shown(engine, s
     csv_rows = run_cli("history", "--customer", "U1", "--format", "csv").stdout.splitlines()
     assert csv_rows[0].endswith(",direction,in_reply_to,reply") and csv_rows[-1].endswith(f",in,{later},А доставка есть?")
     assert run_cli("history", "--direction", "sideways").exit_code == 2
+    accounts.add_user(engine, "olga", "compliance", PASSWORD)
+    page = login(server, "olga").get("/people/1").text                          # the console's timeline
+    assert page.count("получен ответ") == 2 and "Да, интересно!" in page and "А доставка есть?" in page
 
 
 def test_forged_stale_unsigned_or_unreadable_emails_change_nothing(engine, server):
