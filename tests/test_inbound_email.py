@@ -61,6 +61,10 @@ def test_provider_json_shapes_read_alike_and_raw_mime_wins():
     assert from_json({"from": "someone@else.ru", "text": "ignored", "raw": raw.decode()}).reply == "Из сырого письма"
     encoded = {"raw_base64": base64.b64encode(raw).decode()}
     assert from_json(encoded).sender == "maria@mail.ru"
+    body_named_email = from_json({"from": "a@b.ru", "email": "Спасибо\nОтвечу завтра"})   # text, not a message
+    assert body_named_email.sender == "a@b.ru"
+    encoded_words = from_json({"from": "a@b.ru", "text": "ok", "headers": {"Subject": "=?utf-8?b?0J7RgtCy0LXRgg==?="}})
+    assert encoded_words.subject == "Ответ"
 
 
 def test_html_only_replies_and_encoded_headers():

@@ -29,10 +29,11 @@ from typing import Any
 
 from touchflow.errors import InputError
 
-RAW_FIELDS = ("raw", "mime", "raw_email", "rawemail", "email", "message")
+RAW_FIELDS = ("raw", "mime", "raw_email", "rawemail", "email")  # SendGrid's "send raw" posts it as "email"
 TEXT_FIELDS = ("text", "textbody", "plain", "body-plain", "body_plain", "text_body")
 HTML_FIELDS = ("html", "htmlbody", "body-html", "body_html", "html_body")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_LOOKS_LIKE_MIME = re.compile(r"^[!-9;-~]+:.*?(\r?\n)\r?\n", re.DOTALL)  # a header line first, then a blank line
 
 
 class InboundEmailError(InputError):
@@ -178,8 +179,8 @@ def _raw_of(fields: dict[str, Any]) -> bytes | None:
             raise InboundEmailError("'raw_base64' is not base64; send the RFC 822 message base64-encoded") from None
     for name in RAW_FIELDS:
         value = fields.get(name)
-        if isinstance(value, str) and value.strip() and "\n" in value:
-            return value.encode("utf-8", "surrogateescape")
+        if isinstance(value, str) and _LOOKS_LIKE_MIME.match(value.lstrip()):
+            return value.lstrip().encode("utf-8", "surrogateescape")
     return None
 
 
@@ -191,22 +192,31 @@ def _headers_of(value: Any) -> tuple[tuple[str, str], ...]:
         parsed = HeaderParser(policy=policy.default).parsestr(value.strip() + "\n\n", headersonly=True)
         return tuple((key, str(item)) for key, item in parsed.items())
     if isinstance(value, Mapping):
-        return tuple((str(key), str(item)) for key, item in value.items() if item is not None)
+        return tuple((str(key), _decoded(str(key), item)) for key, item in value.items() if item is not None)
     if isinstance(value, list):
         pairs = []
         for item in value:
             if isinstance(item, Mapping):
                 lowered = {str(k).lower(): v for k, v in item.items()}
                 if "name" in lowered:
-                    pairs.append((str(lowered["name"]), str(lowered.get("value") or "")))
+                    pairs.append((str(lowered["name"]), _decoded(str(lowered["name"]), lowered.get("value") or "")))
                     continue
             elif isinstance(item, (list, tuple)) and len(item) == 2:
-                pairs.append((str(item[0]), str(item[1])))
+                pairs.append((str(item[0]), _decoded(str(item[0]), item[1])))
                 continue
             raise InboundEmailError(f"'headers' item {item!r} is neither {{'name': …, 'value': …}} nor a pair")
         return tuple(pairs)
     raise InboundEmailError(f"'headers' must be an object, a list of name/value pairs or the header text, "
                             f"not {type(value).__name__}")
+
+
+def _decoded(name: str, value: Any) -> str:
+    """A header value as text, RFC 2047 encoded words undone (providers pass some headers on as written)."""
+    text = str(value)
+    try:
+        return str(policy.default.header_factory(name, text)) if "=?" in text else text
+    except Exception:  # a malformed header is kept as written rather than losing the message
+        return text
 
 
 def _address_field(value: Any) -> str | None:
