@@ -1,8 +1,9 @@
 """Read-only views of the history for the console: one person's timeline and a history search, keyset-paged.
 
 A person is every customer record sharing ``customers.person_id`` (or the record alone). Their
-timeline merges touches, decisions not to contact, touch status events, consent ledger entries,
-purchases, service events and call tasks with their outcomes, newest first. Each source is read
+timeline merges touches, replies (inbound touches: ``reply.received``, the start of the text and the
+touch answered), decisions not to contact, touch status events, consent ledger entries, purchases,
+service events and call tasks with their outcomes, newest first. Each source is read
 with its own index bound by the cursor and ``LIMIT``; the merge takes the newest ``limit`` items, so a
 page costs the same on page one and page one hundred (no ``OFFSET``).
 
