@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -154,3 +155,22 @@ def test_the_loop_polls_again_and_bad_settings_say_what_to_fix(engine, mailbox, 
     reset_settings()
     unset = run_cli("inbound", "poll-imap", "--once")
     assert unset.exit_code == 1 and "imap_host" in unset.output
+
+
+def test_the_running_loop_picks_up_a_reply_that_arrives_later_and_stops_on_ctrl_c(engine, mailbox):
+    server, user, password, sent, env = mailbox
+    loop = subprocess.Popen([sys.executable, "-m", "touchflow.cli", "inbound", "poll-imap", "--interval", "0.2", "--json"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(loop.stdout.readline())["stored"] == 0                # the first poll: nothing yet
+        server.deliver(user, password, email("u1@mail.ru", "Пришло позже", message_id="<late@mail.ru>",
+                                             in_reply_to="<4f1c.touch.1@touchflow.ru>"))
+        polls = [json.loads(loop.stdout.readline()) for _ in range(2)]          # within two more polls
+        assert sum(p["stored"] for p in polls) == 1 and sum(p["linked"] for p in polls) == 1
+        loop.send_signal(signal.SIGINT)
+        assert loop.wait(30) == 0 and "stopped after" in loop.stderr.read()
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait()
+    assert [(r.body, r.in_reply_to) for r in inbound(engine)] == [("Пришло позже", sent)]

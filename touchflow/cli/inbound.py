@@ -37,22 +37,22 @@ def poll_imap(
 
     config = ImapConfig.from_settings(get_settings())
     engine = open_database()
+    if once:
+        _show(poll_once(engine, config, limit=limit).as_dict(), as_json, lines=False)
+        return
     done = 0
-    while True:
-        try:
-            summary = poll_once(engine, config, limit=limit).as_dict()
-        except ImapUnavailable as exc:
-            if once:
-                raise
-            summary = {"mailbox": config.mailbox, "error": str(exc)}
-        _show(summary, as_json, lines=not once)
-        done += 1
-        if once or (rounds is not None and done >= rounds):
-            break
-        try:
-            time.sleep(interval)
-        except KeyboardInterrupt:
-            break
+    try:
+        while rounds is None or done < rounds:
+            if done:
+                time.sleep(interval)
+            try:
+                summary = poll_once(engine, config, limit=limit).as_dict()
+            except ImapUnavailable as exc:  # the server restarts, the network blinks: the next poll tries again
+                summary = {"mailbox": config.mailbox, "error": str(exc)}
+            _show(summary, as_json, lines=True)
+            done += 1
+    except KeyboardInterrupt:  # safe at any point: what was committed stays, the rest is read next time
+        err_console.print(f"stopped after {done} poll(s)", highlight=False)
 
 
 def _show(summary: dict, as_json: bool, lines: bool) -> None:
