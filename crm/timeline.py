@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from crm.db import one_of
@@ -155,8 +155,9 @@ class _Bound:
 _TOUCH_SHOWN = (*(touches.c[name] for name in (
     "id", "created_at", "customer_id", "channel", "status", "campaign", "offer", "purpose", "reason", "detail",
     "error_code", "error_message", "address", "template", "run_id", "manager_id", "consent_id", "sent_at",
-    "delivered_at", "due_at", "direction", "in_reply_to", "body")), consents.c.at.label("consent_at"),
-    consents.c.source.label("consent_source"))
+    "delivered_at", "due_at", "direction", "in_reply_to")), consents.c.at.label("consent_at"),
+    consents.c.source.label("consent_source"),
+    case((touches.c.direction == "in", touches.c.body), else_=None).label("body"))  # a reply's text, not ours
 # (with ``consents`` outer-joined on ``touches.consent_id``: the consent each touch relied on)
 
 
