@@ -233,6 +233,7 @@ class Touch(SQLModel, table=True):
         Index("ix_touches_campaign_status_created", "campaign", "status", "created_at", "id"),
         Index("ix_touches_status_created", "status", "created_at", "id"),
         Index("ix_touches_in_reply_to", "in_reply_to"),
+        Index("ix_touches_provider_message_id", "provider_message_id"),  # replies and callbacks find their touch
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)

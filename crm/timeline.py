@@ -1,8 +1,9 @@
 """Read-only views of the history for the console: one person's timeline and a history search, keyset-paged.
 
 A person is every customer record sharing ``customers.person_id`` (or the record alone). Their
-timeline merges touches, decisions not to contact, touch status events, consent ledger entries,
-purchases, service events and call tasks with their outcomes, newest first. Each source is read
+timeline merges touches, replies (inbound touches: ``reply.received``, the start of the text and the
+touch answered), decisions not to contact, touch status events, consent ledger entries, purchases,
+service events and call tasks with their outcomes, newest first. Each source is read
 with its own index bound by the cursor and ``LIMIT``; the merge takes the newest ``limit`` items, so a
 page costs the same on page one and page one hundred (no ``OFFSET``).
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from crm.db import one_of
@@ -54,6 +55,7 @@ erasures = Erasure.__table__
 
 DECISIONS = ("skipped", "deferred")  # a touch in these states is a decision (not to contact, or not yet)
 MAX_LIMIT = 500
+REPLY_PREVIEW = 200  # characters of a reply shown in the timeline
 NAME_MATCHES = 5000  # above this many records a name prefix is searched touch by touch, not record by record
 FEW_CUSTOMERS = 5000  # a rep with at most this many customers is searched record by record
 
@@ -153,11 +155,15 @@ class _Bound:
 _TOUCH_SHOWN = (*(touches.c[name] for name in (
     "id", "created_at", "customer_id", "channel", "status", "campaign", "offer", "purpose", "reason", "detail",
     "error_code", "error_message", "address", "template", "run_id", "manager_id", "consent_id", "sent_at",
-    "delivered_at", "due_at")), consents.c.at.label("consent_at"), consents.c.source.label("consent_source"))
+    "delivered_at", "due_at", "direction", "in_reply_to")), consents.c.at.label("consent_at"),
+    consents.c.source.label("consent_source"),
+    case((touches.c.direction == "in", touches.c.body), else_=None).label("body"))  # a reply's text, not ours
 # (with ``consents`` outer-joined on ``touches.consent_id``: the consent each touch relied on)
 
 
 def _touch_item(row: Any, erased: bool) -> dict[str, Any]:
+    if row.direction == "in":
+        return _reply_item(row, erased)
     decision = row.status in DECISIONS
     title = ("decision.deferred" if row.status == "deferred" else "decision.not_contacted") if decision \
         else f"touch.{row.status}"
@@ -170,6 +176,15 @@ def _touch_item(row: Any, erased: bool) -> dict[str, Any]:
               "sent_at": row.sent_at, "delivered_at": row.delivered_at, "due_at": row.due_at}
     return {"at": row.created_at, "kind": "decision" if decision else "touch", "id": row.id,
             "customer_id": row.customer_id, "title": title, "detail": detail}
+
+
+def _reply_item(row: Any, erased: bool) -> dict[str, Any]:
+    """What the person wrote back: the start of the text and the touch it answers (no text once erased)."""
+    preview = None if erased or not row.body else " ".join(row.body.split())[:REPLY_PREVIEW]
+    detail = {"touch_id": row.id, "channel": row.channel, "in_reply_to": row.in_reply_to, "reply": preview,
+              "campaign": row.campaign, "note": None if erased else row.detail, "address": mask(row.address)}
+    return {"at": row.created_at, "kind": "touch", "id": row.id, "customer_id": row.customer_id,
+            "title": "reply.received", "detail": detail}
 
 
 def _touches(conn: Connection, ids: list[int], bound: _Bound | None, limit: int, kind: str) -> list[Any]:

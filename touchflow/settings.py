@@ -25,7 +25,8 @@ from touchflow.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///touchflow.db"
 CONFIG_FILE = "touchflow.toml"
-SECRETS = ("smtp_password", "twilio_auth_token", "telegram_bot_token", "telegram_webhook_secret", "secret_key")
+SECRETS = ("smtp_password", "twilio_auth_token", "telegram_bot_token", "telegram_webhook_secret", "secret_key",
+           "inbound_email_secret", "imap_password")
 PATHS = ("outbox_dir", "templates_dir", "campaigns_dir", "segments_path")  # relative to the project in the file
 
 
@@ -181,6 +182,17 @@ class Settings(BaseSettings):
     telegram_api_base_url: str | None = Field(None, description="Another Bot API endpoint (tests, local server).")
     telegram_webhook_secret: SecretStr | None = Field(None, description="The secret_token given to setWebhook.")
     telegram_timeout: float = Field(10.0, gt=0, description="Seconds to wait for each step of a Bot API call.")
+
+    inbound_email_secret: SecretStr | None = Field(None, description="Signs requests to POST /inbound/email "
+                                                                     "(HMAC-SHA256 of the timestamp and the body); "
+                                                                     "unset: the route refuses every request.")
+    imap_host: str | None = Field(None, description="Mailbox that replies arrive in, read by `touchflow inbound "
+                                                    "poll-imap`.")
+    imap_port: int = Field(993, ge=1, le=65535, description="IMAP port (993 with imap_ssl, 143 without).")
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_mailbox: str = Field("INBOX", description="The folder polled for unseen messages.")
+    imap_ssl: bool = Field(True, description="Implicit TLS (IMAPS); off: STARTTLS when the server offers it.")
 
     call_transport: str = Field("tasks", description="tasks (call_tasks table), console, file or memory.")
 

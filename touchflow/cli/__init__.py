@@ -7,6 +7,7 @@
     managers.py    managers import | list | deactivate  project.py    init, config show, deployments write, …
     users.py       user add | list | disable | reset | token create | token revoke
     plan.py        plan show | simulate                  journey.py    journey list | run | status
+    inbound.py     inbound poll-imap
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -23,6 +24,7 @@ from touchflow.cli import (
     customers,
     database,
     importing,
+    inbound,
     journey,
     managers,
     messages,
@@ -45,6 +47,7 @@ GROUPS = {
     "tasks": sales.tasks_app, "proposal": sales.proposal_app, "compliance": compliance.app,
     "config": project.config_app, "deployments": project.deployments_app,
     "managers": managers.app, "user": users.app, "plan": plan.app, "journey": journey.app,
+    "inbound": inbound.app,
 }
 COMMANDS = {
     "init": project.init, "demo": project.demo, "serve": project.serve, "stats": database.stats,

@@ -157,21 +157,24 @@ def history_command(
     manager: Optional[str] = typer.Option(None, "--manager", help="A rep's code (call touches)."),
     since: Optional[str] = typer.Option(None, "--since", help="From this date."),
     until: Optional[str] = typer.Option(None, "--until", help="Up to this date."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="in (replies) or out (what was sent)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many rows."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Every touch and every decision not to touch, with the consent relied upon and the reason."""
+    """Every touch and every decision not to touch, with the consent relied upon and the reason; replies too."""
     from crm.ledger.history import history
 
+    if direction not in (None, "in", "out"):
+        raise UsageError(f"--direction {direction!r}: choose in (replies) or out (what was sent)")
     rows = history(open_database(), customer=customer, campaign=campaign, channel=channel, status=status,
                    purpose=purpose, manager=manager, since=day_bound(since, False), until=day_bound(until, True),
-                   limit=limit)
+                   direction=direction, limit=limit)
     if as_json or fmt == "json":
         print_json({"rows": rows, "count": len(rows)})
         return
     columns = ("id", "created_at", "customer", "campaign", "channel", "address", "status", "reason", "offer",
-               "consent_source", "consent_at", "error_code", "detail")
+               "consent_source", "consent_at", "error_code", "detail", "direction", "in_reply_to", "reply")
     if fmt == "csv":
         import csv
         import sys
@@ -184,13 +187,27 @@ def history_command(
     if fmt != "table":
         raise UsageError(f"--format {fmt!r}: choose table, csv or json")
     table = Table(title=f"{len(rows)} history rows")
-    for column in ("created_at", "customer", "campaign", "channel", "status", "reason", "consent_source", "detail"):
+    for column in ("created_at", "dir", "customer", "campaign", "channel", "status", "reason", "consent_source",
+                   "detail"):
         table.add_column(column)
     for row in rows:
-        table.add_row(f"{row['created_at']:%Y-%m-%d %H:%M}", row["customer"] or "", row["campaign"] or "",
-                      row["channel"] or "", row["status"], row["reason"] or "", row["consent_source"] or "",
-                      (row["detail"] or "")[:60])
+        table.add_row(f"{row['created_at']:%Y-%m-%d %H:%M}", _direction(row), row["customer"] or "",
+                      row["campaign"] or "", row["channel"] or "", row["status"], row["reason"] or "",
+                      row["consent_source"] or "", _preview(row))
     console.print(table)
+
+
+def _direction(row: dict) -> str:
+    """``out``, or ``in`` with the touch the reply answers (``in → 12``)."""
+    if row["direction"] != "in":
+        return "out"
+    return f"in → {row['in_reply_to']}" if row["in_reply_to"] else "in"
+
+
+def _preview(row: dict) -> str:
+    """The detail; for a reply, what the person wrote (on one line)."""
+    text = row["reply"] if row["direction"] == "in" and row["reply"] else row["detail"] or ""
+    return " ".join(text.split())[:60]
 
 
 @app.command("runs")

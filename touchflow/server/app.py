@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from crm.ledger.audit import seal
-from touchflow.server import api, auth, console, webhooks
+from touchflow.server import api, auth, console, inbound, webhooks
 from touchflow.server.console.view import HERE, render
 from touchflow.settings import Settings
 
@@ -34,18 +34,23 @@ SEALED_HERE = ("consents", "access_log")
 
 
 class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes gets 413, by its Content-Length or while it streams."""
+    """ASGI middleware: a body over ``limit`` bytes gets 413, by its Content-Length or while it streams.
 
-    def __init__(self, app, limit: int = MAX_BODY) -> None:
+    ``larger`` gives some paths their own limit (an inbound email carrying its raw MIME).
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY, larger: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.larger = larger or {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.larger.get(scope.get("path", ""), self.default)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await _too_large(send, self.limit)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _too_large(send, limit)
         received = 0
         started = False
 
@@ -54,7 +59,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise _TooLarge
             return message
 
@@ -67,7 +72,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _too_large(send, self.limit)
+                await _too_large(send, limit)
 
 
 class _TooLarge(Exception):
@@ -112,6 +117,7 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
                   openapi_url="/openapi.json")
     app.state.engine, app.state.settings = engine, settings
     app.include_router(webhooks.router(engine, settings))
+    app.include_router(inbound.router(engine, settings))
     app.include_router(auth.router(engine, settings))
     app.include_router(console.router(engine, settings))
     app.include_router(api.router(engine, settings))
@@ -123,7 +129,7 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.add_exception_handler(auth.LoginRequired, auth.login_redirect)
     app.add_exception_handler(HTTPException, _error_page)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(BodyLimit, limit=MAX_BODY, larger={"/inbound/email": inbound.MAX_EMAIL_BODY})
     return app
 
 

@@ -1,4 +1,4 @@
-"""The outside world's requests: one-click unsubscribe, Twilio status callbacks and inbound STOP, Telegram webhook.
+"""The outside world's requests: one-click unsubscribe, Twilio status callbacks and inbound SMS, Telegram webhook.
 
 Every request from outside is authenticated before anything changes: unsubscribe tokens are
 HMAC-signed (``channels.unsubscribe``), Twilio requests carry ``X-Twilio-Signature``
@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
 from channels.telegram_links import LinkError, bind_chat
@@ -30,6 +31,7 @@ from crm.keys import configured_secret, signing_key
 from crm.ledger import consents
 from crm.ledger.audit import seal
 from crm.ledger.contacts import mark_address
+from crm.ledger.inbound import Inbound, record_inbound
 from crm.ledger.moves import move
 from crm.models import ContactPoint, ContactStatus, Touch
 from touchflow.secrets import secret
@@ -61,6 +63,28 @@ def _record(engine: Engine, **entry) -> int:
     if added:
         seal(engine, tables=("consents",))
     return added
+
+
+def _inbound_sms(engine: Engine, form: dict[str, Any]) -> None:
+    """Store an inbound SMS and, for a STOP or START word, the person's word, in one transaction.
+
+    One transaction: a Twilio retry (same MessageSid) finds the message stored and adds nothing, and
+    never finds a message stored without its opt-out. A STOP is sealed before the response.
+    """
+    body, phone = form.get("Body") or "", form.get("From") or ""
+    word = body.strip().upper()
+    media = str(form.get("NumMedia") or "0")  # an MMS: its pictures stay at Twilio
+    added = 0
+    with write_tx(engine) as conn:
+        _, new = record_inbound(conn, Inbound(channel="sms", address=phone, body=body,
+                                              provider_message_id=form.get("MessageSid") or None,
+                                              detail=None if media == "0" else f"{media[:10]} media attached"))
+        if new and (word in STOP_WORDS or word in START_WORDS):
+            added = consents.record(conn, channel="sms", purpose="marketing", granted=word in START_WORDS,
+                                    source="sms_keyword", wording=f"the customer texted {word}",
+                                    addresses=[("phone", phone)])
+    if added:
+        seal(engine, tables=("consents",))
 
 
 def router(engine: Engine, settings: Settings) -> APIRouter:
@@ -147,15 +171,13 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
 
     @routes.post("/twilio/inbound")
     async def twilio_inbound(request: Request) -> Response:
-        """Inbound SMS: STOP words record an opt-out, START words a new consent, for every record of that phone."""
+        """Inbound SMS: every message an inbound touch (once per MessageSid); STOP / START also a consent entry."""
         form = await twilio_params(request)
         if form is None:
             return PlainTextResponse("invalid Twilio signature", status_code=403)
-        word = (form.get("Body") or "").strip().upper()
         phone = form.get("From") or ""
-        if (word in STOP_WORDS or word in START_WORDS) and phone:
-            _record(engine, channel="sms", purpose="marketing", granted=word in START_WORDS, source="sms_keyword",
-                    wording=f"the customer texted {word}", addresses=[("phone", phone)])
+        if phone:
+            await run_in_threadpool(_inbound_sms, engine, form)
         return Response('<?xml version="1.0" encoding="UTF-8"?><Response/>', media_type="application/xml")
 
     @routes.post("/telegram/webhook")
