@@ -12,9 +12,9 @@ shipped example is ``templates/bot/bot.yaml``) holds:
 
 Matching is on normalised words: lower case, ё → е, each word reduced to its dictionary form by
 pymorphy3 ("доставку", "доставкой" → "доставка"). A keyword matches when all its words are in
-the message; an entry scores the words of its matched keywords; the best score wins, the order
-intent on a tie (a missed order costs more than an extra call), then the first entry in the
-file. Answers are Jinja templates (sandboxed, undefined names are errors) over ``name``,
+the message. The entry with the most specific match wins (its longest matched keyword, then
+the number of its keywords matched: "как оформить" beats "оформить"); on a tie the order intent
+(a missed order costs more than an extra call), then the first entry in the file. Answers are Jinja templates (sandboxed, undefined names are errors) over ``name``,
 ``rep``, ``due``, ``task``, ``text`` and ``reason``; they are checked when the file is loaded.
 """
 
@@ -68,9 +68,10 @@ class Entry:
     keywords: tuple[tuple[str, ...], ...]
     answer: str
 
-    def score(self, said: set[str]) -> int:
-        """The words of the keywords found whole in the message (0: no match)."""
-        return sum(len(k) for k in self.keywords if k and set(k) <= said)
+    def score(self, said: set[str]) -> tuple[int, int]:
+        """(words of the longest keyword found whole in the message, keywords found); (0, 0): no match."""
+        found = [len(k) for k in self.keywords if k and set(k) <= said]
+        return (max(found), len(found)) if found else (0, 0)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class BotSpec:
     def match(self, text: str) -> Intent:
         """The intent of ``text`` (see the module docstring for the rule)."""
         said = set(words(text))
-        best, best_score = None, 0
+        best, best_score = None, (0, 0)
         for entry in [self.order, *self.faq]:
             score = entry.score(said)
             if score > best_score:
