@@ -284,3 +284,14 @@ def test_a_broken_bot_file_stops_the_check_command_and_the_server(tmp_path, engi
     assert result.exit_code == 1 and "not valid YAML" in result.output
     with pytest.raises(BotSpecError):
         create_app(engine, Settings(telegram_bot_file=str(path)))
+
+
+def test_the_readme_example_is_a_valid_bot_file():
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("### Telegram bot", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_spec(yaml.safe_load(example), "README.md")
+    assert [e.id for e in spec.faq] == ["delivery", "order_how"] and spec.match("Хочу купить диван").kind == "order"
