@@ -85,6 +85,13 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
                 channels.append(None)
         return channels[0]
 
+    async def close_bot() -> None:
+        """Release the answers' channel (its HTTP session); the app's lifespan calls it at shutdown."""
+        if channels and channels[0] is not None:
+            await channels[0].close()
+
+    routes.close_bot = close_bot
+
     def claim_of(token: str):
         try:
             return verify_token(key, token)
