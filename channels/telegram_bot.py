@@ -160,7 +160,7 @@ def decide(engine: Engine, spec: BotSpec, message: Incoming, can_answer: bool = 
             binding = bind_chat(engine, token, message.chat)
         except LinkError as exc:
             refusal = str(exc)
-    intent = spec.match(message.text) if verb == "text" else None
+    intent = spec.match(message.text) if verb == "text" and message.text else None
     with write_tx(engine) as conn:
         holder = _holder(conn, message.chat)
         if holder is None and verb == "text":
@@ -168,7 +168,8 @@ def decide(engine: Engine, spec: BotSpec, message: Incoming, can_answer: bool = 
         order_note = intent is not None and intent.kind == "order" and not _takes_call(spec, holder)
         detail = (f"bot: {intent.kind} {intent.id}" + (" (a note: the customer has no rep)" if order_note else "")
                   if intent else f"bot: {verb}" + (" bound" if binding else f" refused: {refusal}" if refusal else ""))
-        inbound_id, new = record_inbound(conn, Inbound("telegram", message.chat, message.text, provider_id,
+        said = "/start ‹token›" if token else message.text  # a one-time token is no business of the history
+        inbound_id, new = record_inbound(conn, Inbound("telegram", message.chat, said, provider_id,
                                                        message.at, _replied(conn, message), detail[:500]))
         if not new:
             return _Plan(Outcome("duplicate", inbound_id))
@@ -182,8 +183,10 @@ def decide(engine: Engine, spec: BotSpec, message: Incoming, can_answer: bool = 
             outcome.reason = "opted_out"
             return _Plan(outcome, sealed_consents=added > 0)
         why = may_answer(conn, holder.id, "telegram", message.chat) if holder is not None else None
-        if why is not None or not can_answer:
-            outcome.reason = why or "no bot channel configured"
+        why = why or (None if can_answer else "no bot channel configured")
+        why = why or ("nothing to answer (no text)" if verb == "text" and not message.text else None)
+        if why is not None:
+            outcome.reason = why
             return _Plan(outcome)
         body, template, note = _answer(conn, spec, holder, verb, binding, refusal, intent, inbound_id, message)
         outcome.task_id = note.get("task")

@@ -8,6 +8,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import date, timedelta
+from datetime import time as clock
 
 import httpx
 import pytest
@@ -20,8 +21,10 @@ from channels.transports.telegram import TelegramConfig, make_bot
 from crm.db import write_tx
 from crm.importing import import_file
 from crm.ledger.audit import verify
+from crm.ledger.compliance import check
 from crm.ledger.history import history
 from crm.ledger.moves import move
+from crm.ledger.policy import Policy, QuietHours
 from crm.ledger.touches import record_touch
 from crm.models import CallTask, Consent, ContactPoint, Manager, Touch, utcnow
 from crm.timeline import person_of, timeline
@@ -140,6 +143,11 @@ def test_a_question_is_answered_and_both_touches_are_in_the_history_and_the_time
     items = {i["detail"]["touch_id"] for i in timeline(engine, person_of(engine, 1)).items if i["kind"] == "touch"}
     assert {inbound.id, answer.id} <= items
     assert not verify(engine).problems
+    # quiet hours all day: the campaign's message is inside them, the answers to the customer are not
+    all_day = Policy(quiet_hours=QuietHours(clock(0, 0), clock(23, 59, 59, 999999)))
+    report = check(engine, policy=all_day)
+    assert [v["touch"] for v in report.violations["inside_quiet_hours"]] == [campaign]
+    assert not report.violations["after_opt_out"]
 
 
 def test_an_order_is_a_call_task_for_the_rep_or_a_note_without_one(engine, bot):
@@ -210,6 +218,8 @@ def test_strangers_get_only_an_invitation_and_a_link_binds(engine, bot, customer
     bound = post(url, update(3, 5555, f"/start {link.split('start=')[1]}"))
     assert (bound["action"], bound["customer"], bound["sent"]) == ("bound", "B2", True)
     assert sent_to(stub, "5555")[1].startswith("Готово")
+    assert rows(engine, provider_message_id="5555:3")[0].body == "/start ‹token›"  # the token is not kept
+    assert post(url, update(5, 5555, ""))["reason"] == "nothing to answer (no text)"  # a sticker, a photo
     assert post(url, update(4, 5555, "Сколько стоит доставка?"))["intent"] == "delivery"
 
 
