@@ -11,11 +11,12 @@ shipped example is ``templates/bot/bot.yaml``) holds:
     linked, link_refused, invitation:  the answers to ``/start <token>`` and to a stranger's ``/start``
 
 Matching is on normalised words: lower case, ё → е, each word reduced to its dictionary form by
-pymorphy3 ("доставку", "доставкой" → "доставка"). A keyword matches when all its words are in
-the message. The entry with the most specific match wins (its longest matched keyword, then
-the number of its keywords matched: "как оформить" beats "оформить"); on a tie the order intent
-(a missed order costs more than an extra call), then the first entry in the file. Answers are Jinja templates (sandboxed, undefined names are errors) over ``name``,
-``rep``, ``due``, ``task``, ``text`` and ``reason``; they are checked when the file is loaded.
+pymorphy3 ("доставку", "доставкой" → "доставка"). A keyword matches when all its words are in the
+message. The entry with the most specific match wins (its longest matched keyword, then the number
+of its keywords matched: "как оформить" beats "оформить"); on a tie the order intent (a missed
+order costs more than an extra call), then the first entry in the file. Answers are Jinja templates
+(sandboxed, undefined names are errors) over ``name``, ``rep``, ``due``, ``task``, ``text`` and
+``reason``; they are checked when the file is loaded.
 """
 
 from __future__ import annotations

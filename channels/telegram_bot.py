@@ -148,18 +148,17 @@ def _member(engine: Engine, member: dict[str, Any]) -> Outcome:
 
 
 def decide(engine: Engine, spec: BotSpec, message: Incoming, can_answer: bool = True) -> _Plan:
-    """Bind, store, opt out, take the order and claim the answer (the database part of ``handle_update``)."""
+    """Bind, store, opt out, take the order and claim the answer (the database part of ``handle_update``).
+
+    The message, the opt-out, the order's call task and the answer's claim are one transaction:
+    a redelivery finds the message stored and does nothing, and a crash leaves all or none.
+    """
     provider_id = f"{message.chat}:{message.message_id}"
     with engine.connect() as conn:
         if conn.execute(select(touches.c.id).where(touches.c.claim_key == f"in:telegram:{provider_id}")).scalar():
             return _Plan(Outcome("duplicate"))
     verb, token = command(message.text)
-    binding, refusal = None, None
-    if verb == "start" and token:
-        try:
-            binding = bind_chat(engine, token, message.chat)
-        except LinkError as exc:
-            refusal = str(exc)
+    binding, refusal = _bind(engine, token, message.chat) if verb == "start" and token else (None, None)
     intent = spec.match(message.text) if verb == "text" and message.text else None
     with write_tx(engine) as conn:
         holder = _holder(conn, message.chat)
@@ -177,23 +176,34 @@ def decide(engine: Engine, spec: BotSpec, message: Incoming, can_answer: bool = 
         outcome = Outcome(action, inbound_id, intent=intent.id if intent else None, reason=refusal,
                           customer=binding.customer_external_id if binding else None)
         if verb == "stop":
-            added = sum(consents.record(conn, channel="telegram", purpose=purpose, granted=False,
-                                        source="telegram_stop", wording="/stop in the bot",
-                                        addresses=[("telegram", message.chat)]) for purpose in ("marketing", "service"))
-            outcome.reason = "opted_out"
-            return _Plan(outcome, sealed_consents=added > 0)
+            return _opt_out(conn, message.chat, outcome)
         why = may_answer(conn, holder.id, "telegram", message.chat) if holder is not None else None
         why = why or (None if can_answer else "no bot channel configured")
-        why = why or ("nothing to answer (no text)" if verb == "text" and not message.text else None)
-        if why is not None:
-            outcome.reason = why
+        outcome.reason = why or ("nothing to answer (no text)" if verb == "text" and not message.text else None)
+        if outcome.reason is not None:
             return _Plan(outcome)
-        body, template, note = _answer(conn, spec, holder, verb, binding, refusal, intent, inbound_id, message)
+        body, template, note = _answer(conn, spec, holder, verb, refusal, intent, inbound_id, message)
         outcome.task_id = note.get("task")
-        answer_id = claim_answer(conn, inbound_touch(conn, inbound_id), body=body, campaign=CAMPAIGN,
-                                 template=template, detail=note.get("detail"))
-        outcome.answer_id = answer_id
-        return _Plan(outcome, message.chat, body if answer_id is not None else None)
+        outcome.answer_id = claim_answer(conn, inbound_touch(conn, inbound_id), body=body, campaign=CAMPAIGN,
+                                         template=template, detail=note.get("detail"))
+        return _Plan(outcome, message.chat, body if outcome.answer_id is not None else None)
+
+
+def _bind(engine: Engine, token: str, chat: str) -> tuple[Binding | None, str | None]:
+    """(the binding, None) or (None, why the token was refused)."""
+    try:
+        return bind_chat(engine, token, chat), None
+    except LinkError as exc:
+        return None, str(exc)
+
+
+def _opt_out(conn: Connection, chat: str, outcome: Outcome) -> _Plan:
+    """``/stop``: marketing and service revoked on Telegram for every record holding the chat; no answer."""
+    added = sum(consents.record(conn, channel="telegram", purpose=purpose, granted=False, source="telegram_stop",
+                                wording="/stop in the bot", addresses=[("telegram", chat)])
+                for purpose in ("marketing", "service"))
+    outcome.reason = "opted_out"
+    return _Plan(outcome, sealed_consents=added > 0)
 
 
 def _holder(conn: Connection, chat: str) -> Any:
@@ -219,8 +229,8 @@ def _takes_call(spec: BotSpec, holder: Any) -> bool:
     return holder is not None and (holder.manager_id is not None or spec.without_rep == "call_task")
 
 
-def _answer(conn: Connection, spec: BotSpec, holder: Any, verb: str, binding: Binding | None, refusal: str | None,
-            intent: Intent | None, inbound_id: int, message: Incoming) -> tuple[str, str, dict[str, Any]]:
+def _answer(conn: Connection, spec: BotSpec, holder: Any, verb: str, refusal: str | None, intent: Intent | None,
+            inbound_id: int, message: Incoming) -> tuple[str, str, dict[str, Any]]:
     """(body, template name, {task, detail}) of the answer."""
     name = (holder.name or "") if holder is not None else ""
     if verb == "start":

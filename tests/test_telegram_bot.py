@@ -26,7 +26,7 @@ from crm.ledger.history import history
 from crm.ledger.moves import move
 from crm.ledger.policy import Policy, QuietHours
 from crm.ledger.touches import record_touch
-from crm.models import CallTask, Consent, ContactPoint, Manager, Touch, utcnow
+from crm.models import CallTask, Consent, Manager, Touch, utcnow
 from crm.timeline import person_of, timeline
 from tests.helpers import run_cli, run_json, write_csv
 from tests.servers import TelegramStub, free_port
