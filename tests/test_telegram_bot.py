@@ -16,6 +16,7 @@ import uvicorn
 from sqlalchemy import insert, select
 
 from channels.bot_spec import BotSpecError, load_spec, parse_spec, words
+from channels.telegram_bot import handle_update
 from channels.telegram_links import create_link, poll
 from channels.transports.telegram import TelegramConfig, make_bot
 from crm.db import write_tx
@@ -26,7 +27,7 @@ from crm.ledger.history import history
 from crm.ledger.moves import move
 from crm.ledger.policy import Policy, QuietHours
 from crm.ledger.touches import record_touch
-from crm.models import CallTask, Consent, Manager, Touch, utcnow
+from crm.models import CallTask, Consent, ContactPoint, Manager, Touch, utcnow
 from crm.timeline import person_of, timeline
 from tests.helpers import run_cli, run_json, write_csv
 from tests.servers import TelegramStub, free_port
@@ -190,6 +191,27 @@ def test_an_opted_out_or_blocked_person_is_stored_and_never_answered(engine, bot
     post(url, {"update_id": 3, "my_chat_member": {"chat": {"id": 1002}, "new_chat_member": {"status": "kicked"}}})
     assert post(url, update(4, 1002, "Во сколько вы работаете?"))["reason"] == "blocked"
     assert stub.sent == [] and rows(engine, campaign="bot") == []
+
+
+def test_a_block_found_when_answering_fails_the_answer_and_marks_the_chat(engine, bot):
+    stub, url = bot
+    stub.blocked.add("1001")
+    outcome = post(url, update(1, 1001, "Какие способы оплаты?"))
+    assert (outcome["action"], outcome["intent"]) == ("stored", "payment")
+    assert outcome["reason"].startswith("the answer was not sent: the customer blocked the bot")
+    answer = rows(engine, campaign="bot")[0]
+    assert (answer.status, answer.error_code) == ("failed", "403")
+    with engine.connect() as conn:
+        status = conn.execute(select(ContactPoint.__table__.c.status).where(
+            ContactPoint.__table__.c.value == "1001")).scalar_one()
+    assert status == "blocked"
+    assert post(url, update(2, 1001, "Алло?"))["reason"] == "blocked"  # and the next message is not answered
+
+
+def test_without_a_channel_messages_are_stored_and_not_answered(engine, customers):
+    outcome = asyncio.run(handle_update(engine, None, load_spec(), update(1, 1001, "Сколько стоит доставка?")))
+    assert (outcome.action, outcome.reason, outcome.answer_id) == ("stored", "no bot channel configured", None)
+    assert [r.direction for r in rows(engine)] == ["in"]
 
 
 def test_a_redelivered_update_is_stored_once_and_answered_once(engine, bot):
