@@ -1,4 +1,4 @@
-"""Bind Telegram chats to customers: one-time deep-link tokens and the ``/start <token>`` handler."""
+"""Bind Telegram chats to customers: one-time deep-link tokens, ``/start <token>``, and the getUpdates listener."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
-from telegram import Bot, Update
+from telegram import Bot
 from telegram.error import TelegramError
 
 from channels.transports.telegram import deep_link, link_expiry, new_token, token_hash
@@ -67,34 +67,19 @@ def bind_chat(engine: Engine, token: str, chat_id: int | str, now: datetime | No
     return Binding(external_id, chat, created)
 
 
-def start_token(update: Update) -> str | None:
-    """The token of a ``/start <token>`` message, or None."""
-    message = update.message
-    if message is None or not message.text:
-        return None
-    parts = message.text.strip().split(maxsplit=1)
-    if len(parts) == 2 and parts[0].split("@", 1)[0] == "/start":
-        return parts[1].strip()
-    return None
-
-
-async def handle_update(engine: Engine, bot: Bot, update: Update) -> Binding | None:
-    """Bind on ``/start <token>`` and answer the user; other updates are ignored."""
-    token = start_token(update)
-    if token is None or update.effective_chat is None:
-        return None
-    try:
-        binding = await asyncio.to_thread(bind_chat, engine, token, update.effective_chat.id)
-    except LinkError as exc:
-        await bot.send_message(update.effective_chat.id, f"Не получилось: {exc}")
-        return None
-    await bot.send_message(update.effective_chat.id, "Готово: теперь мы сможем писать вам сюда.")
-    return binding
-
-
 async def poll(engine: Engine, bot: Bot, *, stop_after: int | None = None, timeout: int = 30,
-               on_binding=None) -> int:
-    """Long-poll getUpdates and bind chats until stopped (or after ``stop_after`` updates); return bindings."""
+               on_binding=None, spec=None, on_outcome=None) -> int:
+    """Long-poll getUpdates until stopped (or after ``stop_after`` updates); return the chats bound.
+
+    Each update goes through ``channels.telegram_bot.handle_update``, as the webhook's do: the
+    same storing, binding, opt-outs and answers (``spec``: the bot file, ``load_spec()`` when None).
+    """
+    from channels.bot_spec import load_spec
+    from channels.telegram_bot import handle_update
+    from channels.transports.telegram import TelegramChannel
+
+    spec = spec or load_spec()
+    channel = TelegramChannel.around(bot)
     offset = None
     seen = bound = 0
     await bot.initialize()
@@ -109,11 +94,13 @@ async def poll(engine: Engine, bot: Bot, *, stop_after: int | None = None, timeo
             for item in updates:
                 offset = item.update_id + 1
                 seen += 1
-                binding = await handle_update(engine, bot, item)
-                if binding is not None:
+                outcome = await handle_update(engine, channel, spec, item.to_dict())
+                if on_outcome:
+                    on_outcome(item, outcome)
+                if outcome.action == "bound":
                     bound += 1
                     if on_binding:
-                        on_binding(binding)
+                        on_binding(Binding(outcome.customer, str(item.effective_chat.id), True))
     finally:
         await bot.shutdown()
     return bound

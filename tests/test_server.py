@@ -36,7 +36,7 @@ def server(engine, tmp_path):
         [c, ch, "marketing", "granted", "2025-01-01"] for c in ("U1", "U2") for ch in ("email", "sms", "telegram")]))
     port = free_port()
     settings = Settings(public_url=f"http://127.0.0.1:{port}", twilio_auth_token=TOKEN,
-                        telegram_webhook_secret=TG_SECRET)
+                        telegram_webhook_secret=TG_SECRET, outbox_dir=str(tmp_path / "outbox"))
     config = uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning")
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)

@@ -27,7 +27,8 @@ DEFAULT_DATABASE_URL = "sqlite:///touchflow.db"
 CONFIG_FILE = "touchflow.toml"
 SECRETS = ("smtp_password", "twilio_auth_token", "telegram_bot_token", "telegram_webhook_secret", "secret_key",
            "inbound_email_secret", "imap_password")
-PATHS = ("outbox_dir", "templates_dir", "campaigns_dir", "segments_path")  # relative to the project in the file
+PATHS = ("outbox_dir", "templates_dir", "campaigns_dir", "segments_path",
+         "telegram_bot_file")  # relative to the project in the file
 
 
 def shipped(name: str) -> Path:
@@ -182,6 +183,8 @@ class Settings(BaseSettings):
     telegram_api_base_url: str | None = Field(None, description="Another Bot API endpoint (tests, local server).")
     telegram_webhook_secret: SecretStr | None = Field(None, description="The secret_token given to setWebhook.")
     telegram_timeout: float = Field(10.0, gt=0, description="Seconds to wait for each step of a Bot API call.")
+    telegram_bot_file: str | None = Field(None, description="The bot's script: FAQ, order intent and replies (YAML; "
+                                                         "default: the shipped templates/bot/bot.yaml).")
 
     inbound_email_secret: SecretStr | None = Field(None, description="Signs requests to POST /inbound/email "
                                                                      "(HMAC-SHA256 of the timestamp and the body); "

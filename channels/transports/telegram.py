@@ -199,6 +199,13 @@ class TelegramChannel:
     def __repr__(self) -> str:
         return f"TelegramChannel({self.config!r})"
 
+    @classmethod
+    def around(cls, bot: Bot, config: TelegramConfig | None = None) -> TelegramChannel:
+        """A channel sending through an existing ``Bot``: the listener's, which also polls getUpdates with it."""
+        channel = cls.__new__(cls)
+        channel.config, channel.bot, channel._opened = config or TelegramConfig(token=bot.token), bot, False
+        return channel
+
     async def open(self) -> None:
         """Initialise the bot (it calls getMe)."""
         if not self._opened:

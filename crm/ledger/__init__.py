@@ -9,6 +9,7 @@ It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contac
     claims.py      candidates, and claiming touches under the person's unique locks
     touches.py     writing touches and decisions, each with its first event
     inbound.py     what people write back: inbound touches linked to the touch they answer
+    replies.py     answers to what people write (the bot's): claimed once per message, never after an opt-out
     moves.py       status moves: forward only, reported back, each an event
     runs.py        campaign runs: leases, and settling the touches of runs that died
     consents.py    the consent ledger: a person's word, for every record of the person

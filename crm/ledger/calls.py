@@ -33,7 +33,17 @@ from crm.db import write_tx
 from crm.ledger import consents
 from crm.ledger.contacts import mark_address
 from crm.ledger.touches import record_touch
-from crm.models import CallTask, ContactLock, ContactStatus, Customer, Manager, Reassignment, Touch, utcnow
+from crm.models import (
+    CallTask,
+    ContactLock,
+    ContactPoint,
+    ContactStatus,
+    Customer,
+    Manager,
+    Reassignment,
+    Touch,
+    utcnow,
+)
 from touchflow.errors import InputError, NotFound
 
 OUTCOMES = ("reached", "no_answer", "callback", "declined", "opt_out", "wrong_number")
@@ -45,6 +55,7 @@ customers = Customer.__table__
 touches = Touch.__table__
 locks = ContactLock.__table__
 moves = Reassignment.__table__
+contacts = ContactPoint.__table__
 
 
 class TaskError(InputError):
@@ -175,6 +186,33 @@ def create_task(engine: Engine, *, touch_id: int | None, customer_id: int, perso
             offer=offer, phone=phone, script=script, document_path=document_path, due_on=due_on,
             window_start=window[0], window_end=window[1], status="open", note=note, created_at=utcnow())
             .returning(tasks.c.id)).scalar_one()
+
+
+def request_call(conn: Connection, *, customer_id: int, touch_id: int | None, script: str, note: str,
+                 due_on: date, campaign: str | None) -> tuple[int, bool]:
+    """A call asked for outside a campaign (an order in the Telegram bot); return (task id, whether it is new).
+
+    The person's open task, when they have one, takes the request in its note instead of a second
+    task: two open tasks would call them twice, and closing either would free the other's call lock.
+    """
+    person_id = conn.execute(select(func.coalesce(customers.c.person_id, customers.c.id))
+                             .where(customers.c.id == customer_id)).scalar_one()
+    open_task = conn.execute(select(tasks.c.id, tasks.c.note).where(tasks.c.person_id == person_id,
+                                                                    tasks.c.status == "open")
+                             .order_by(tasks.c.due_on, tasks.c.id).limit(1)).first()
+    if open_task is not None:
+        joined = "; ".join(part for part in (open_task.note, note) if part)[:2000]
+        conn.execute(update(tasks).where(tasks.c.id == open_task.id).values(note=joined))
+        return open_task.id, False
+    manager, why = assign_manager(conn, customer_id, due_on)
+    phone = conn.execute(select(contacts.c.value).where(contacts.c.customer_id == customer_id,
+                                                        contacts.c.kind == "phone", contacts.c.status == "active")
+                         .order_by(contacts.c.id).limit(1)).scalar()
+    task_note = "; ".join(part for part in (note, why) if part)[:2000]
+    return conn.execute(insert(tasks).values(
+        touch_id=touch_id, customer_id=customer_id, person_id=person_id, manager_id=manager, campaign=campaign,
+        phone=phone, script=script, due_on=due_on, window_start="09:00", window_end="21:00", status="open",
+        note=task_note, created_at=utcnow()).returning(tasks.c.id)).scalar_one(), True
 
 
 def list_tasks(engine: Engine, *, manager: str | None = None, due: date | None = None, status: str = "open"

@@ -6,7 +6,8 @@ entry for its channel and purpose was a revocation), touches inside quiet hours 
 time zone; per person: more marketing contacts in a window than the cap, two marketing contacts
 closer than the minimum gap, the same offer again within its cooldown (touches of one run are one
 contact occasion), more than one open call task.
-On a healthy base every count is zero.
+On a healthy base every count is zero. An answer to the person's own message (``in_reply_to``
+set: the bot's) is not held to quiet hours: it comes when they write.
 
 Consent and opt-outs are the person's: the entries that count for a touch are those of every
 record of the person (as the base knows them today, after merges) and of every record holding
@@ -68,7 +69,8 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
     report = Report(since, until)
     query = (select(touches.c.id, touches.c.customer_id, touches.c.run_id, touches.c.offer, touches.c.purpose,
                     touches.c.channel, touches.c.address, touches.c.sent_at, touches.c.created_at,
-                    customers.c.timezone, func.coalesce(customers.c.person_id, customers.c.id).label("person"))
+                    touches.c.in_reply_to, customers.c.timezone,
+                    func.coalesce(customers.c.person_id, customers.c.id).label("person"))
              .join(customers, customers.c.id == touches.c.customer_id)
              .where(touches.c.status.in_(CONTACTED), touches.c.channel != "document")
              .order_by(touches.c.id))
@@ -93,7 +95,7 @@ def check(engine: Engine, *, since: datetime | None = None, until: datetime | No
             report.violations["after_opt_out"].append(example)
         elif row.purpose == "marketing" and state is None:
             report.violations["marketing_without_consent"].append(example)
-        if policy.quiet_hours is not None and row.channel != "call":
+        if policy.quiet_hours is not None and row.channel != "call" and row.in_reply_to is None:
             local = at.astimezone(ZoneInfo(row.timezone or policy.default_timezone)).time()
             if policy.quiet_hours.contains(local):
                 report.violations["inside_quiet_hours"].append({**example, "local_time": local.isoformat("minutes")})

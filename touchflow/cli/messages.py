@@ -236,11 +236,18 @@ def telegram_link(customer: str = typer.Argument(..., help="The customer's exter
 
 
 @telegram_app.command("listen")
-def telegram_listen(once: bool = typer.Option(False, "--once", help="Handle one batch of updates and stop."),
-                    timeout: int = typer.Option(30, "--timeout", help="Long-poll timeout in seconds.")) -> None:
-    """Run the bot in polling mode: ``/start <token>`` binds the chat to the customer."""
-    import asyncio
+def telegram_listen(once: bool = typer.Option(False, "--once", help="Handle one update and stop."),
+                    timeout: int = typer.Option(30, "--timeout", help="Long-poll timeout in seconds."),
+                    as_json: bool = JsonOption) -> None:
+    """Run the bot in polling mode (getUpdates): bind chats, store messages, answer from the bot file.
 
+    The same handling as the webhook (POST /telegram/webhook): use one or the other, as Telegram
+    delivers updates to a webhook or to getUpdates, never both.
+    """
+    import asyncio
+    from collections import Counter
+
+    from channels.bot_spec import load_spec
     from channels.transports.telegram import TelegramConfig, make_bot
     from channels.telegram_links import poll
     from touchflow.secrets import secret
@@ -249,14 +256,49 @@ def telegram_listen(once: bool = typer.Option(False, "--once", help="Handle one 
     token = secret(settings.telegram_bot_token, "TOUCHFLOW_TELEGRAM_BOT_TOKEN")
     if not token:
         raise ConfigError("set TOUCHFLOW_TELEGRAM_BOT_TOKEN (or TOUCHFLOW_TELEGRAM_BOT_TOKEN_BLOCK) to run the bot")
+    spec = load_spec(settings=settings)
     engine = open_database()
     bot = make_bot(TelegramConfig(token=token, bot_username=settings.telegram_bot_username,
-                                  base_url=settings.telegram_api_base_url))
-    console.print(f"listening as @{settings.telegram_bot_username}; Ctrl+C to stop", highlight=False)
+                                  base_url=settings.telegram_api_base_url, timeout=settings.telegram_timeout))
+    actions: Counter = Counter()
+
+    def report(update, outcome) -> None:
+        actions[outcome.action] += 1
+        if not as_json:
+            chat = update.effective_chat.id if update.effective_chat else "-"
+            console.print(f"chat {chat}: {outcome.action}" + (f" ({outcome.intent})" if outcome.intent else "")
+                          + (f" — {outcome.reason}" if outcome.reason else ""), highlight=False)
+
+    if not as_json:
+        console.print(f"listening as @{settings.telegram_bot_username}; Ctrl+C to stop", highlight=False)
     try:
         bound = asyncio.run(poll(engine, bot, stop_after=1 if once else None, timeout=0 if once else timeout,
-                                 on_binding=lambda b: console.print(f"bound chat {b.chat_id} to "
-                                                                    f"{b.customer_external_id}")))
+                                 spec=spec, on_outcome=report))
     except KeyboardInterrupt:
+        bound = actions["bound"]
+    if as_json:
+        print_json({"updates": sum(actions.values()), "bound": bound, "actions": dict(actions)})
+    else:
+        console.print(f"{sum(actions.values())} update(s), {bound} chat(s) bound")
+
+
+@telegram_app.command("check")
+def telegram_check(path: Optional[str] = typer.Argument(None, help="The bot file (default: the setting "
+                                                                   "telegram_bot_file, else the shipped one)."),
+                   ask: Optional[list[str]] = typer.Option(None, "--ask", help="A message to match (repeatable): "
+                                                                               "which answer would it get?"),
+                   as_json: bool = JsonOption) -> None:
+    """Check the bot file (FAQ, order intent, replies) and show what messages would be answered with."""
+    from channels.bot_spec import load_spec
+
+    spec = load_spec(path, settings=get_settings())
+    matches = [{"text": text, "intent": (i := spec.match(text)).kind, "id": i.id} for text in ask or []]
+    summary = {"file": spec.path, "faq": [e.id for e in spec.faq], "order_keywords": len(spec.order.keywords),
+               "without_rep": spec.without_rep, "due_in_days": spec.due_in_days, "matches": matches}
+    if as_json:
+        print_json(summary)
         return
-    console.print(f"{bound} chat(s) bound")
+    console.print(f"{spec.path}: {len(spec.faq)} FAQ entries ({', '.join(summary['faq'])}), order intent with "
+                  f"{summary['order_keywords']} keywords; OK", highlight=False)
+    for item in matches:
+        console.print(f"  {item['text']!r} → {item['intent']} {item['id']}", highlight=False)

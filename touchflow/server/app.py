@@ -112,11 +112,13 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await asyncio.to_thread(_seal_quietly, engine)
+            await hooks.close_bot()
 
     app = FastAPI(title="touchflow API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.engine, app.state.settings = engine, settings
-    app.include_router(webhooks.router(engine, settings))
+    hooks = webhooks.router(engine, settings)
+    app.include_router(hooks)
     app.include_router(inbound.router(engine, settings))
     app.include_router(auth.router(engine, settings))
     app.include_router(console.router(engine, settings))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,19 +25,21 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from channels.telegram_links import LinkError, bind_chat
+from channels.bot_spec import load_spec
+from channels.registry import ChannelConfigError, build_channel
+from channels.telegram_bot import handle_update
 from channels.unsubscribe import TokenError, address_hash, verify_token
 from crm.db import write_tx
 from crm.keys import configured_secret, signing_key
 from crm.ledger import consents
 from crm.ledger.audit import seal
-from crm.ledger.contacts import mark_address
 from crm.ledger.inbound import Inbound, record_inbound
 from crm.ledger.moves import move
-from crm.models import ContactPoint, ContactStatus, Touch
+from crm.models import ContactPoint, Touch
 from touchflow.secrets import secret
 from touchflow.settings import Settings
 
+log = logging.getLogger(__name__)
 contacts = ContactPoint.__table__
 touches = Touch.__table__
 
@@ -93,6 +96,25 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
     key = signing_key(engine, configured_secret(settings))
     twilio_token = secret(settings.twilio_auth_token, "TOUCHFLOW_TWILIO_AUTH_TOKEN")
     telegram_secret = secret(settings.telegram_webhook_secret, "TOUCHFLOW_TELEGRAM_WEBHOOK_SECRET")
+    bot_spec = load_spec(settings=settings)  # a broken bot file stops the server at start, with the file and field
+    channels: list = []
+
+    def bot_channel():
+        """The channel answers go through (built once); None when Telegram is not configured to send."""
+        if not channels:
+            try:
+                channels.append(build_channel("telegram", settings))
+            except ChannelConfigError as exc:
+                log.warning("the bot stores messages but cannot answer them: %s", exc)
+                channels.append(None)
+        return channels[0]
+
+    async def close_bot() -> None:
+        """Release the answers' channel (its HTTP session); the app's lifespan calls it at shutdown."""
+        if channels and channels[0] is not None:
+            await channels[0].close()
+
+    routes.close_bot = close_bot
 
     def claim_of(token: str):
         try:
@@ -182,7 +204,7 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
 
     @routes.post("/telegram/webhook")
     async def telegram_webhook(request: Request) -> Response:
-        """Bot updates: /start <token> binds the chat, /stop opts out, a block marks the chat blocked."""
+        """Bot updates through ``channels.telegram_bot.handle_update``: stored, bound, opted out, answered."""
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
         if not telegram_secret or not hmac.compare_digest(given.encode(), telegram_secret.encode()):
             return PlainTextResponse("invalid secret token", status_code=403)
@@ -192,26 +214,7 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
             return PlainTextResponse("the body is not JSON", status_code=400)
         if not isinstance(update_data, dict):
             return PlainTextResponse("an update is a JSON object", status_code=400)
-        message = update_data.get("message") or {}
-        text = (message.get("text") or "").strip()
-        chat = str((message.get("chat") or {}).get("id", ""))
-        member = update_data.get("my_chat_member") or {}
-        if member:
-            chat = str(member.get("chat", {}).get("id", ""))
-            if member.get("new_chat_member", {}).get("status") == "kicked":
-                with write_tx(engine) as conn:
-                    mark_address(conn, "telegram", chat, ContactStatus.blocked.value, "the user blocked the bot")
-                return JSONResponse({"ok": True, "action": "blocked"})
-        if text.startswith("/start ") and chat:
-            try:
-                binding = bind_chat(engine, text.split(maxsplit=1)[1], chat)
-            except LinkError as exc:
-                return JSONResponse({"ok": True, "action": "refused", "reason": str(exc)})
-            return JSONResponse({"ok": True, "action": "bound", "customer": binding.customer_external_id})
-        if text == "/stop" and chat:
-            _record(engine, channel="telegram", purpose="marketing", granted=False, source="telegram_stop",
-                    wording="/stop in the bot", addresses=[("telegram", chat)])
-            return JSONResponse({"ok": True, "action": "opted_out"})
-        return JSONResponse({"ok": True, "action": "ignored"})
+        outcome = await handle_update(engine, bot_channel(), bot_spec, update_data)
+        return JSONResponse(outcome.as_json())
 
     return routes
