@@ -34,7 +34,7 @@ class Score:
     def describe(self) -> str:
         cost = "never answered" if math.isinf(self.per_response) else f"{self.per_response:.2f} RUB/response"
         return (f"{self.channel} {self.rate:.0%} ({self.own.responses}/{self.own.touches} own), "
-                f"{self.price:f} RUB, {cost}")
+                f"{self.price.normalize():f} RUB, {cost}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Choice:
 
 
 def smoothed(own: Record, group_rate: float, weight: float) -> float:
-    """``(answered + weight·group_rate) / (sent + weight)``: the group's rate until the person's own history says more."""
+    """``(answered + weight·group_rate) / (sent + weight)``: the group's rate until the person's history says more."""
     return (own.responses + weight * group_rate) / (own.touches + weight)
 
 

@@ -23,7 +23,7 @@ from crm.ledger.history import due_deferred
 from crm.ledger.moves import move
 from crm.ledger.arbitration import Terms
 from crm.ledger.policy import Candidate, Decision, decide, options
-from crm.ledger.responses import pooled, responses
+from crm.ledger.responses import base_responses, responses
 from crm.ledger.runs import live_campaigns
 from crm.ledger.touches import record_decisions, touch_row
 from flows.delivery import Sending, add_duplicates, send_claimed
@@ -142,12 +142,15 @@ def decide_batch(run: Run, candidates: list[Candidate]) -> list[Decision]:
 
 def choose_channels(run: Run, candidates: list[Candidate]) -> dict[int, Choice]:
     """``channels: auto``: each candidate's usable channels ranked by their own response, smoothed towards the
-    batch's (a slice of the segment), and by cost per response; why, for the touch (``channels.choice``)."""
+    whole base's (read once a run), and by cost per response; why, for the touch (``channels.choice``)."""
     spec, settings = run.spec, run.settings
+    window = {"now": run.now, "lookback_days": settings.choice_lookback_days,
+              "window_days": settings.choice_window_days}
     with run.engine.connect() as conn:
-        history = responses([c.person_id for c in candidates], conn=conn, now=run.now,
-                            lookback_days=settings.choice_lookback_days, window_days=settings.choice_window_days)
-    base = pooled(history)
+        if run.base_responses is None:
+            run.base_responses = base_responses(conn, **window)
+        history = responses([c.person_id for c in candidates], conn=conn, **window)
+    base = run.base_responses
     out = {}
     for c in candidates:
         usable, _ = options(c, list(spec.channels), spec.purpose)

@@ -94,6 +94,7 @@ class Run:
     journey: bool = False  # a journey's step: the journey's own offer locks do not hold its later steps back
     due_rivals: list[Any] | None = None  # the plan's campaigns that outrank this run in its gap window (found once)
     prices: Any = None  # channels.pricing.Prices: the settings' prices under the spec's
+    base_responses: dict[str, Any] | None = None  # channels: auto: the base's answers per channel (read once)
     budget_spent: bool = False  # a claim met the campaign's budget: this process claims nothing more in the run
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ from crm.models import Touch
 from crm.persons import refresh_persons
 from flows.spec import CampaignSpec, SpecError, load_spec
 from tests.helpers import write_csv
-from tests.test_campaigns import NOON, run, spec
+from tests.test_campaigns import run, spec
 from touchflow.settings import Settings, reset_settings
 
 touches = Touch.__table__
@@ -31,8 +31,8 @@ def build(engine, tmp_path: Path, n: int, *, long_every: int = 0) -> None:
              f"c{i}@mail.ru", f"+7916100{i:04d}", "yes", "ab"[i % 2]] for i in range(n)]
     consents = [[f"C{i:03d}", channel, "marketing", "granted", "2025-01-01 10:00"]
                 for i in range(n) for channel in ("email", "sms")]
-    import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "first_name", "timezone",
-                                                                    "email", "phone", "attr.target", "attr.half"], rows))
+    header = ["external_id", "name", "first_name", "timezone", "email", "phone", "attr.target", "attr.half"]
+    import_file(engine, "customers", write_csv(tmp_path / "c.csv", header, rows))
     import_file(engine, "consents", write_csv(tmp_path / "k.csv", ["customer", "channel", "purpose", "status", "at"],
                                               consents))
     refresh_persons(engine)

@@ -91,6 +91,24 @@ def tally(sent: list[tuple[datetime, int, str]], bought: list[date], replied: se
     return out
 
 
+def base_responses(conn: Connection, *, now: datetime, lookback_days: int, window_days: int,
+                   page: int = 5000) -> dict[str, Record]:
+    """The whole base's touches and answers per channel (the same counting as a person's, summed over everyone):
+    the rate a person's own leans on. Read once a run, ``page`` persons at a time (memory stays flat)."""
+    person = func.coalesce(customers.c.person_id, customers.c.id)
+    since = now - timedelta(days=lookback_days)
+    touched = sorted(set(conn.execute(select(person).join(touches, touches.c.customer_id == customers.c.id).where(
+        touches.c.direction == "out", touches.c.status.in_(("sent", "delivered")), touches.c.sent_at >= since,
+        touches.c.sent_at <= now).distinct()).scalars()))
+    total: dict[str, Record] = {}
+    for start in range(0, len(touched), page):
+        found = responses(touched[start:start + page], conn=conn, now=now, lookback_days=lookback_days,
+                          window_days=window_days)
+        for channel, record in pooled(found).items():
+            total[channel] = total.get(channel, Record()) + record
+    return total
+
+
 def pooled(history: dict[int, dict[str, Record]]) -> dict[str, Record]:
     """Every person's records summed per channel: the group's own rate, which a person's few touches lean on."""
     total: dict[str, Record] = {}
