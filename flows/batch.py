@@ -18,6 +18,7 @@ from channels.choice import Choice, rank
 from channels.render import Rendered, TemplateError
 from channels.render.context import contexts_for
 from crm.db import HISTORY_TABLES, refresh_statistics, write_tx
+from crm.ledger import budget
 from crm.ledger.claims import Claimed, claim, load_candidates, preview, shared_persons
 from crm.ledger.history import due_deferred
 from crm.ledger.moves import move
@@ -287,10 +288,24 @@ def _preview(run: Run, go: list[Decision], rows: list[dict[str, Any]], terms: Te
     if run.simulated is None:
         run.simulated = {person: {} for person in shared_persons(run.engine)}
     would, refused = preview(run.engine, go, rows, terms, simulated=run.simulated)
+    if terms.budget is not None:
+        would = _dry_budget(run, would, terms.budget)
     for decision, _, _ in would:
         run.counts[f"{'deferred' if decision.action == 'defer' else 'would_send'}:{decision.channel}"] += 1
     for row in refused:
         run.counts[f"skipped:{row['reason']}"] += 1
+
+
+def _dry_budget(run: Run, would: list, limit: Decimal) -> list:
+    """A dry run's claims within the budget: the campaign's spend so far plus what this dry run would have spent."""
+    if run.dry_spent is None:
+        with run.engine.connect() as conn:
+            run.dry_spent = budget.spent(conn, run.spec.name)
+    kept = 0 if run.budget_spent else budget.fitting([row.get("cost") for _, row, _ in would], run.dry_spent, limit)
+    run.dry_spent += sum((row.get("cost") or 0 for _, row, _ in would[:kept]), Decimal(0))
+    run.counts["skipped:budget_exhausted"] += len(would) - kept
+    run.budget_spent |= kept < len(would)
+    return would[:kept]
 
 
 def _render_or_skip(run: Run, decision: Decision, contexts: dict[int, dict[str, Any]]) -> Rendered | None:

@@ -95,7 +95,8 @@ class Run:
     due_rivals: list[Any] | None = None  # the plan's campaigns that outrank this run in its gap window (found once)
     prices: Any = None  # channels.pricing.Prices: the settings' prices under the spec's
     base_responses: dict[str, Any] | None = None  # channels: auto: the base's answers per channel (read once)
-    budget_spent: bool = False  # a claim met the campaign's budget: this process claims nothing more in the run
+    budget_spent: bool = False
+    dry_spent: Any = None  # a dry run: the campaign's spend plus what it would have claimed (Decimal)  # a claim met the campaign's budget: this process claims nothing more in the run
 
     def __post_init__(self) -> None:
         """The offer for this run's date: ``valid_until`` a date (rules evaluated on ``as_of``); SpecError if past."""

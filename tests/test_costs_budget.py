@@ -87,6 +87,8 @@ def test_a_claimed_touch_records_its_price_sms_by_segments(engine, tmp_path):
 
 def test_a_budget_stops_the_run_and_is_kept_across_runs(engine, tmp_path):
     build(engine, tmp_path, 12)
+    dry, _ = run(engine, spec(channels=["sms"], prices={"sms": 2}, budget=9), tmp_path, page=5, dry_run=True)
+    assert dry["channels"] == {"sms": {"would_send": 4}} and dry["not_contacted"] == {"budget_exhausted": 8}
     first, _ = run(engine, spec(channels=["sms"], prices={"sms": 2}, budget=9), tmp_path, page=5)
     rows = rows_of(engine)
     assert len(rows) == 12 and len({row.customer_id for row in rows}) == 12  # everyone is in the history
