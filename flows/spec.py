@@ -316,4 +316,4 @@ def check_spec(path: Path | str, as_of: date | None = None) -> CampaignSpec:
                       template=spec.template, campaign=spec.name)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    return spec
+    return spec.for_template(channels_of(spec.template))  # channels: auto ranks the template's channels

@@ -19,7 +19,7 @@ from crm.ledger.touches import insert_touches, touch_row
 from crm.models import Customer, Touch
 from crm.persons import refresh_persons
 from flows.spec import CampaignSpec, check_spec
-from tests.helpers import write_csv
+from tests.helpers import run_cli, write_csv
 from tests.test_campaigns import NOON, run
 
 touches = Touch.__table__
@@ -182,7 +182,10 @@ def test_a_spec_with_channels_auto_is_checked(tmp_path):
     path = tmp_path / "auto.yaml"
     path.write_text("name: auto\npurpose: marketing\noffer: o\ntemplate: winback\nchannels: auto\n"
                     "segment: lapsed_customers\n", encoding="utf-8")
-    assert check_spec(path).channel_choice == "auto"  # winback's email and sms parts are enough
+    checked = check_spec(path)
+    assert checked.channel_choice == "auto" and checked.channels == ["email", "sms"]  # winback's parts
+    shown = run_cli("campaign", "check", str(path))
+    assert shown.exit_code == 0 and "(auto, marketing, auto: email, sms)" in shown.output
     path.write_text("name: auto\npurpose: marketing\noffer: o\ntemplate: winback\nchannels: {auto: [voice]}\n"
                     "segment: lapsed_customers\n", encoding="utf-8")
     try:
