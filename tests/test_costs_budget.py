@@ -164,3 +164,22 @@ def test_two_processes_of_one_campaign_never_spend_past_its_budget(engine, db_ur
     assert len(sent) + len(exhausted - set(sent)) == 60  # everyone: touched, or told the money ran out
     assert {row.reason for row in rows if row.status == "skipped"} == {"budget_exhausted"}
     assert len({row.run_id for row in rows if row.status == "sent"}) == 2  # both runs spent
+
+
+def test_one_run_in_two_worker_processes_keeps_its_budget(engine, db_url, tmp_path):
+    """The batches of one run shared by two worker processes: their claims meet at the same budget lock."""
+    from datetime import datetime, timezone
+
+    from flows.engine import run_campaign
+
+    build(engine, tmp_path, 40)
+    the_spec = CampaignSpec(name="pooled", rule={"attribute": "target", "equals": "yes"}, purpose="marketing",
+                            offer="pooled-1", template="winback", channels=["sms"], budget=21, prices={"sms": 2},
+                            policy={"quiet_hours": "off"}, offer_values={"discount_percent": 5})
+    summary = run_campaign(engine, the_spec, now=datetime.now(timezone.utc), page_size=4, workers=2,
+                           settings=Settings(sms_transport="file", outbox_dir=str(tmp_path / "out"), send_attempts=1,
+                                             database_url=db_url, min_gap_hours=0))
+    assert len(summary["other"]["batches_by_worker"]) == 2  # both processes claimed
+    assert summary["channels"] == {"sms": {"sent": 10}} and summary["not_contacted"] == {"budget_exhausted": 30}
+    with engine.connect() as conn:
+        assert budget.spent(conn, "pooled") == Decimal(20)
