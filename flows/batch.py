@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from channels.choice import Choice, rank
 from channels.render import Rendered, TemplateError
 from channels.render.context import contexts_for
 from crm.db import HISTORY_TABLES, refresh_statistics, write_tx
+from crm.ledger import budget
 from crm.ledger.claims import Claimed, claim, load_candidates, preview, shared_persons
 from crm.ledger.history import due_deferred
 from crm.ledger.moves import move
 from crm.ledger.arbitration import Terms
-from crm.ledger.policy import Candidate, Decision, decide
+from crm.ledger.policy import Candidate, Decision, decide, options
+from crm.ledger.responses import base_responses, responses
 from crm.ledger.runs import live_campaigns
 from crm.ledger.touches import record_decisions, touch_row
 from flows.delivery import Sending, add_duplicates, send_claimed
@@ -73,7 +77,7 @@ def _row(run: Run, decision: Decision, status: str, rendered: Rendered | None = 
                      body=rendered.text, keep_body=spec.keep_body,
                      claim_key=(run.claim_key_of(decision) if run.claim_key_of
                                 else f"{run.run_id}:{decision.customer_id}:{decision.channel}"),
-                     offer_valid_until=run.offer_valid_until)
+                     offer_valid_until=run.offer_valid_until, cost=run.prices.of_rendered(decision.channel, rendered))
 
 
 FIRST_SLICE, SLICE = 250, 2000  # customers prepared (rendered, claimed) at once: the first before anything is
@@ -103,9 +107,7 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     with run.engine.connect() as conn:
         candidates = load_candidates(conn, ids)
     run.counts["selected"] += len(candidates)
-    decisions = [decide(c, campaign=spec.name, channels=list(spec.channels), purpose=spec.purpose, now=run.now,
-                        policy=run.policy, holdout_percent=spec.holdout_percent,
-                        use_preferred=spec.use_preferred_channel) for c in candidates]
+    decisions = decide_batch(run, candidates)
     dedupe_persons(decisions)
     if run.dry_run:
         _dry_run(run, candidates, decisions)
@@ -116,6 +118,47 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     run.runner.run(_prepare_and_send(run, candidates, decisions, terms))
     refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
     return dict(run.counts - before)
+
+
+def decide_batch(run: Run, candidates: list[Candidate]) -> list[Decision]:
+    """Each candidate's decision: on the spec's channels in order, or (``channels: auto``) on the channel with the
+    lowest expected cost per response for that person, read from the batch's history in one pass."""
+    spec = run.spec
+    ranked: dict[int, Choice] = {}
+    if spec.channel_choice == "auto" and candidates:
+        ranked = choose_channels(run, candidates)
+    decisions = []
+    for c in candidates:
+        choice = ranked.get(c.customer_id)
+        why = choice.reason if choice else None
+        decision = decide(c, campaign=spec.name, channels=choice.order if choice else list(spec.channels),
+                          purpose=spec.purpose, now=run.now, policy=run.policy,
+                          holdout_percent=spec.holdout_percent,
+                          use_preferred=spec.use_preferred_channel and (choice is None or not choice.known))
+        if why is not None and decision.action != "skip":
+            decision.detail = why if decision.detail is None else f"{decision.detail}; {why}"[:2000]
+        decisions.append(decision)
+    return decisions
+
+
+def choose_channels(run: Run, candidates: list[Candidate]) -> dict[int, Choice]:
+    """``channels: auto``: each candidate's usable channels ranked by their own response, smoothed towards the
+    whole base's (read once a run), and by cost per response; why, for the touch (``channels.choice``)."""
+    spec, settings = run.spec, run.settings
+    window = {"now": run.now, "lookback_days": settings.choice_lookback_days,
+              "window_days": settings.choice_window_days}
+    with run.engine.connect() as conn:
+        if run.base_responses is None:
+            run.base_responses = base_responses(conn, **window)
+        history = responses([c.person_id for c in candidates], conn=conn, **window)
+    base = run.base_responses
+    out = {}
+    for c in candidates:
+        usable, _ = options(c, list(spec.channels), spec.purpose)
+        if usable:
+            out[c.customer_id] = rank([u[0] for u in usable], history.get(c.person_id, {}), base, run.prices,
+                                       settings.choice_prior_weight)
+    return out
 
 
 async def _prepare_and_send(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> None:
@@ -174,6 +217,9 @@ def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision], t
     out.contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
     go, rows_go, skipped = [], [], []
     for decision in decisions:
+        if run.budget_spent and decision.action != "skip":  # the budget ran out in a slice before: no more claims
+            decision.action, decision.reason = "skip", "budget_exhausted"
+            decision.detail = f"the campaign's budget of {spec.budget:g} RUB was spent earlier in this run"
         message = _render_or_skip(run, decision, out.contexts)
         if decision.action == "skip":
             skipped.append(_row(run, decision, "skipped"))
@@ -189,6 +235,7 @@ def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision], t
         with write_tx(run.engine) as conn:
             record_decisions(conn, refused)
         out.counts.update(f"skipped:{row['reason']}" for row in refused)
+        run.budget_spent |= any(row["reason"] == "budget_exhausted" for row in refused)
     out.ready = [c for c in claimed if c.decision.action == "touch"]
     if spec.duplicate_in:
         copies = add_duplicates(run, out.ready, {c.customer_id: c for c in candidates}, out.contexts, out.rendered)
@@ -224,7 +271,8 @@ def _terms(run: Run, candidates: list[Candidate], go: list[Decision]) -> Terms:
     rivals = batch_rivals(run.engine, run.due_rivals, [c for c in candidates if c.customer_id in wanted],
                           as_of=run.as_of, now=run.now, base=default_policy(run.settings))
     return Terms(campaign=spec.name, offer=spec.offer, purpose=spec.purpose, policy=run.policy, run_id=run.run_id,
-                 now=run.now, priority=spec.priority, group=spec.offer_group, rivals=rivals, journey=run.journey)
+                 now=run.now, priority=spec.priority, group=spec.offer_group, rivals=rivals, journey=run.journey,
+                 budget=None if spec.budget is None else Decimal(str(spec.budget)))
 
 
 def _due_rivals(run: Run) -> list[DueRival]:
@@ -240,10 +288,24 @@ def _preview(run: Run, go: list[Decision], rows: list[dict[str, Any]], terms: Te
     if run.simulated is None:
         run.simulated = {person: {} for person in shared_persons(run.engine)}
     would, refused = preview(run.engine, go, rows, terms, simulated=run.simulated)
+    if terms.budget is not None:
+        would = _dry_budget(run, would, terms.budget)
     for decision, _, _ in would:
         run.counts[f"{'deferred' if decision.action == 'defer' else 'would_send'}:{decision.channel}"] += 1
     for row in refused:
         run.counts[f"skipped:{row['reason']}"] += 1
+
+
+def _dry_budget(run: Run, would: list, limit: Decimal) -> list:
+    """A dry run's claims within the budget: the campaign's spend so far plus what this dry run would have spent."""
+    if run.dry_spent is None:
+        with run.engine.connect() as conn:
+            run.dry_spent = budget.spent(conn, run.spec.name)
+    kept = 0 if run.budget_spent else budget.fitting([row.get("cost") for _, row, _ in would], run.dry_spent, limit)
+    run.dry_spent += sum((row.get("cost") or 0 for _, row, _ in would[:kept]), Decimal(0))
+    run.counts["skipped:budget_exhausted"] += len(would) - kept
+    run.budget_spent |= kept < len(would)
+    return would[:kept]
 
 
 def _render_or_skip(run: Run, decision: Decision, contexts: dict[int, dict[str, Any]]) -> Rendered | None:

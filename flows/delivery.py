@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -391,7 +392,7 @@ def _new_touch(run: Run, decision: Decision, rendered: Rendered) -> dict[str, An
                      purpose=run.spec.purpose, status="claimed", now=utcnow(), template=run.spec.template,
                      template_hash=run.template_hash, body=rendered.text, keep_body=run.spec.keep_body,
                      claim_key=f"{run.run_id}:{decision.customer_id}:{decision.channel}",
-                     offer_valid_until=run.offer_valid_until)
+                     offer_valid_until=run.offer_valid_until, cost=run.prices.of_rendered(decision.channel, rendered))
 
 
 def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError, dict[str, Any]]],
@@ -411,7 +412,11 @@ def _fall_back(run: Run, failed: list[tuple[Claimed, ChannelError, dict[str, Any
             rendered[decision.customer_id] = run.render(decision, contexts[decision.customer_id], channel)
         except TemplateError:
             continue
-        touch_id = transfer(run.engine, item.touch_id, _new_touch(run, decision, rendered[decision.customer_id]))
+        touch_id = transfer(run.engine, item.touch_id, _new_touch(run, decision, rendered[decision.customer_id]),
+                            _budget(run))
+        if touch_id is None:  # no money left for a second message: the failed touch stays the person's last
+            counts[f"budget_exhausted:fallback:{channel}"] += 1
+            continue
         retry.append(Claimed(touch_id, decision))
         counts[f"fallback:{item.decision.channel}->{channel}"] += 1
     move(run.engine, [failure for _, _, failure in failed], at=run.clock())
@@ -440,4 +445,11 @@ def add_duplicates(run: Run, primaries: list[Claimed], candidates: dict, context
         rendered[(decision.customer_id, channel)] = text
         decisions.append(decision)
         rows.append(_new_touch(run, decision, text) | {"created_at": run.now, "updated_at": run.now})
-    return [Claimed(touch_id, decision) for touch_id, decision in zip(add_copies(run.engine, rows), decisions)]
+    ids = add_copies(run.engine, rows, _budget(run))  # within the budget: the first copies that fit
+    if len(ids) < len(rows):
+        run.counts[f"budget_exhausted:duplicate:{channel}"] += len(rows) - len(ids)
+    return [Claimed(touch_id, decision) for touch_id, decision in zip(ids, decisions)]
+
+
+def _budget(run: Run) -> Decimal | None:
+    return None if run.spec.budget is None else Decimal(str(run.spec.budget))

@@ -93,9 +93,17 @@ class Run:
     claim_key_of: Callable[[Decision], str] | None = None  # a journey step's own key: one touch per person and step
     journey: bool = False  # a journey's step: the journey's own offer locks do not hold its later steps back
     due_rivals: list[Any] | None = None  # the plan's campaigns that outrank this run in its gap window (found once)
+    prices: Any = None  # channels.pricing.Prices: the settings' prices under the spec's
+    base_responses: dict[str, Any] | None = None  # channels: auto: the base's answers per channel (read once)
+    budget_spent: bool = False
+    dry_spent: Any = None  # a dry run: the campaign's spend plus what it would have claimed (Decimal)  # a claim met the campaign's budget: this process claims nothing more in the run
 
     def __post_init__(self) -> None:
         """The offer for this run's date: ``valid_until`` a date (rules evaluated on ``as_of``); SpecError if past."""
+        if self.prices is None:
+            from channels.pricing import prices_for
+
+            self.prices = prices_for(self.settings, self.spec.prices.model_dump())
         if self.offer_values is None:
             offer = resolve_offer(meta(self.spec.template).get("offer", {}), self.spec.offer_values, self.as_of,
                                   template=self.spec.template, campaign=self.spec.name)
@@ -162,6 +170,10 @@ def start(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, now: dat
                          "(or its Prefect deployment), not as one campaign run")
     settings = settings or get_settings()
     now = now or datetime.now(timezone.utc)
+    if spec.channel_choice == "auto":  # ranks the channels its template has a part for
+        from channels.render import channels_of
+
+        spec = spec.for_template(channels_of(spec.template))
     run = Run(engine=engine, spec=spec, run_id=uuid.uuid4().hex, now=now, as_of=as_of or now.date(),
               policy=spec.contact_policy(default_policy(settings)), settings=settings, dry_run=dry_run,
               template_hash=template_hash(spec.template))

@@ -5,7 +5,7 @@
     purpose: marketing                         # or service
     offer: business_cards_refill               # the cooldown unit: never the same offer twice in D days
     template: replenishment_reminder
-    channels: [email, telegram, sms]           # preference order
+    channels: [email, telegram, sms]           # preference order; or `auto`: ranked per person by results
     use_preferred_channel: true                # the customer's preferred channel first when in the plan
     fallback: true                             # next channel on a permanent failure
     duplicate_in: null                         # also send in this channel (e.g. sms)
@@ -13,7 +13,8 @@
     attribution_days: 7                        # a purchase this many days after a touch is the campaign's (results)
     priority: 50                               # 0–100: who wins a person several campaigns want at once
     offer_group: business_cards                # offers of one group count as one offer for cooldowns
-    budget: 5000
+    budget: 5000                               # RUB over all its runs; a run stops contacting when it is spent
+    prices: {sms: 2.9}                         # this campaign's prices over the settings' (channels.pricing)
     policy: {cap_max: 3, cap_days: 7, offer_cooldown_days: 30, min_gap_hours: 24, quiet_hours: "21:00-09:00"}
     schedule: {cron: "0 10 * * *", timezone: Europe/Moscow}
     kind: campaign                             # or reminder (run by the daily reminders flow), or journey (steps:)
@@ -150,6 +151,21 @@ class PolicySpec(BaseModel):
         return value
 
 
+class PriceSpec(BaseModel):
+    """A campaign's own prices (RUB), over the settings' (``channels.pricing``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: float | None = Field(None, ge=0)
+    sms: float | None = Field(None, ge=0)          # per segment
+    voice: float | None = Field(None, ge=0)        # per started minute
+    telegram: float | None = Field(None, ge=0)
+    call: float | None = Field(None, ge=0)         # per minute of a rep's call
+    call_minutes: float | None = Field(None, gt=0)
+
+
+AUTO_CHANNELS = ("email", "sms", "telegram", "voice")  # `channels: auto` ranks these (the template's parts of them)
+
+
 class Schedule(BaseModel):
     """When the campaign runs as a Prefect deployment."""
 
@@ -179,13 +195,29 @@ class CampaignSpec(BaseModel):
     attribution_days: int = Field(DEFAULT_ATTRIBUTION_DAYS, ge=0, le=366)
     priority: int = Field(50, ge=0, le=100)  # the higher wins when several campaigns want a person at once
     offer_group: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    budget: float | None = Field(None, ge=0)
+    budget: float | None = Field(None, ge=0)  # RUB, kept across all the campaign's runs (crm.ledger.budget)
+    prices: PriceSpec = Field(default_factory=PriceSpec)
+    channel_choice: Literal["order", "auto"] = "order"  # `channels: auto` sets it: ranked per person by results
     offer_values: dict[str, Any] = Field(default_factory=dict)
     policy: PolicySpec = Field(default_factory=PolicySpec)
     schedule: Schedule | None = None
     keep_body: bool = True
     document: str | None = None  # a templates/documents/<name>.docx to generate per touch (attached / on the task)
     steps: list[Step] | None = None  # a journey's steps (flows.journey_spec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        """``channels: auto`` (email, sms, telegram, voice) or ``channels: {auto: [email, sms]}``: ranked per person."""
+        if isinstance(data, dict):
+            channels = data.get("channels")
+            if channels == "auto" or (isinstance(channels, dict) and set(channels) == {"auto"}):
+                listed = channels["auto"] if isinstance(channels, dict) else list(AUTO_CHANNELS)
+                data = {**data, "channels": listed, "channel_choice": "auto"}
+            elif isinstance(channels, (str, dict)):
+                raise ValueError("channels: a list in order of preference ([email, sms]), or auto (ranked per person "
+                                 "by their response and cost), or {auto: [email, sms]}")
+        return data
 
     @field_validator("offer_values")
     @classmethod
@@ -210,6 +242,13 @@ class CampaignSpec(BaseModel):
         return self.model_copy(update={"kind": "campaign", "steps": None, "channels": list(step.send.channels),
                                        "template": step.send.template or self.template, "holdout_percent": 0,
                                        "duplicate_in": None, "schedule": None})
+
+    def for_template(self, parts: list[str]) -> CampaignSpec:
+        """``channels: auto`` narrowed to the channels the template has a part for (a run ranks those)."""
+        if self.channel_choice != "auto":
+            return self
+        kept = [c for c in self.channels if c in parts]
+        return self.model_copy(update={"channels": kept}) if kept and kept != self.channels else self
 
     def contact_policy(self, base: Policy) -> Policy:
         """The default policy with this spec's overrides."""
@@ -269,6 +308,11 @@ def check_spec(path: Path | str, as_of: date | None = None) -> CampaignSpec:
             missing = [c for c in channels if c not in channels_of(template)]
         except TemplateError as exc:
             raise SpecError(f"{path}: {where}: template: {exc}") from None
+        if missing and spec.channel_choice == "auto" and where == "channels":
+            if len(missing) == len(channels):
+                raise SpecError(f"{path}: channels: auto: template {template!r} has no part for any of "
+                                f"{', '.join(channels)}")
+            continue
         if missing:
             raise SpecError(f"{path}: {where}: template {template!r} has no part for {', '.join(missing)}")
     try:
@@ -276,4 +320,4 @@ def check_spec(path: Path | str, as_of: date | None = None) -> CampaignSpec:
                       template=spec.template, campaign=spec.name)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    return spec
+    return spec.for_template(channels_of(spec.template))  # channels: auto ranks the template's channels

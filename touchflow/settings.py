@@ -223,6 +223,21 @@ class Settings(BaseSettings):
     channel_failure_limit: int = Field(5, ge=1, description="Consecutive connection failures after which a "
                                                             "channel stops for the rest of the run.")
 
+    # What a message costs (RUB), channels.pricing: [prices] in touchflow.toml, TOUCHFLOW_PRICES_<NAME>; unset: default
+    prices_email: Decimal | None = Field(None, ge=0, description="Price of an email (default 0.10).")
+    prices_sms: Decimal | None = Field(None, ge=0, description="Price of an SMS segment (default 3.50).")
+    prices_voice: Decimal | None = Field(None, ge=0, description="Price of a started minute of a voice call (default "
+                                                                 "3.00; minutes estimated from the text).")
+    prices_telegram: Decimal | None = Field(None, ge=0, description="Price of a Telegram message (default 0).")
+    prices_call: Decimal | None = Field(None, ge=0, description="Price of a minute of a rep's call (default 12.00).")
+    prices_call_minutes: Decimal | None = Field(None, gt=0, description="Minutes a rep's call is expected to take "
+                                                                        "(default 3).")
+    choice_window_days: int = Field(14, ge=1, description="channels: auto counts a purchase within this many days "
+                                                          "after a touch as that touch's response.")
+    choice_lookback_days: int = Field(365, ge=1, description="channels: auto reads this many days of history.")
+    choice_prior_weight: float = Field(5.0, gt=0, description="channels: auto: how many touches of the segment's "
+                                                              "rate a person's own response rate starts from.")
+
     @field_validator("vat_rate", mode="before")
     @classmethod
     def _vat_rate(cls, value: Any) -> Decimal | None:

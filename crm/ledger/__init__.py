@@ -7,6 +7,8 @@ It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contac
     policy.py      the contact policy as pure decisions over frozen data; every "no" has a reason
     arbitration.py which locks a claim needs and why one is refused: gap, offer group, priority (pure)
     claims.py      candidates, and claiming touches under the person's unique locks
+    budget.py      a campaign's spend (the sum of its touches' costs) and the claims that still fit in its budget
+    responses.py   how persons answered touches per channel (replies, purchases after): what channels: auto ranks by
     touches.py     writing touches and decisions, each with its first event
     inbound.py     what people write back: inbound touches linked to the touch they answer
     replies.py     answers to what people write (the bot's): claimed once per message, never after an opt-out

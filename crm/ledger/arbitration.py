@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import NamedTuple
 
 from crm.ledger.policy import Decision, Policy
@@ -67,6 +68,7 @@ class Terms:
     group: str | None = None
     rivals: tuple[Rival, ...] = ()
     journey: bool = False  # a journey's later steps pass the journey's own offer locks
+    budget: Decimal | None = None  # the campaign's budget (RUB, across its runs): claims stop when it is spent
 
     @property
     def marketing(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crm.bulk import bulk_insert
 from crm.db import in_chunks, one_of, write_tx
+from crm.ledger import budget
 from crm.ledger.arbitration import THIS_BATCH, Holder, Refusal, Terms, blocked, wanted_locks
 from crm.ledger.policy import Candidate, ConsentState, ContactOption, Decision
 from crm.ledger.touches import insert_touches
@@ -94,8 +96,13 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
     if not decisions:
         return claimed, []
     with write_tx(engine) as conn:
+        if terms.budget is not None:
+            budget.lock(conn, terms.campaign)  # first: no other claim of the campaign commits until this one does
         held, holders = _held_locks(conn, sorted({d.person_id for d in decisions}), terms.now)
         planned, refused = plan(held, holders, decisions, rows, terms)
+        if terms.budget is not None:
+            planned, over = _within_budget(conn, planned, terms.campaign, terms.budget)
+            refused.extend(over)
         try:
             with conn.begin_nested():
                 claimed.extend(_claim_all(conn, planned, terms))
@@ -112,6 +119,17 @@ def claim(engine: Engine, decisions: list[Decision], rows: list[dict[str, Any]],
                     no = no or Refusal("cooling_down", "another run claimed this person first")
                     refused.append(_refusal(row, no))
     return claimed, refused
+
+
+def _within_budget(conn: Connection, planned: list, campaign: str,
+                   limit: Decimal) -> tuple[list, list[dict[str, Any]]]:
+    """The planned claims that fit in the campaign's budget, and the rest as ``budget_exhausted`` decisions."""
+    so_far = budget.spent(conn, campaign)
+    kept = budget.fitting([row.get("cost") for _, row, _ in planned], so_far, limit)
+    spent_then = so_far + sum((row.get("cost") or 0 for _, row, _ in planned[:kept]), Decimal(0))
+    return planned[:kept], [_refusal(row, Refusal("budget_exhausted", budget.exhausted(limit, spent_then,
+                                                                                          row.get("cost"))))
+                            for _, row, _ in planned[kept:]]
 
 
 def plan(held: dict, holders: dict, decisions: list[Decision], rows: list[dict[str, Any]],
@@ -208,21 +226,36 @@ def _claim_all(conn: Connection, planned: list, terms: Terms) -> list[Claimed]:
 def _refusal(row: dict[str, Any], no: Refusal) -> dict[str, Any]:
     """The decision not to contact, as a history row (``winner``, not a column, is for counting conflicts)."""
     refused = dict(row)
-    refused.update(status="skipped", reason=no.reason, detail=no.detail, claim_key=None, due_at=None, winner=no.winner)
+    refused.update(status="skipped", reason=no.reason, detail=no.detail, claim_key=None, due_at=None, winner=no.winner,
+                   cost=None)
     return refused
 
 
-def transfer(engine: Engine, from_touch_id: int, row: dict[str, Any]) -> int:
-    """A fallback: write a claimed touch on another channel and hand it the failed touch's locks; return its id."""
+def transfer(engine: Engine, from_touch_id: int, row: dict[str, Any], limit: Decimal | None = None) -> int | None:
+    """A fallback: write a claimed touch on another channel and hand it the failed touch's locks; return its id.
+
+    None when the campaign's budget (``limit``) has no room left for it: the failed touch stays the person's last.
+    """
     with write_tx(engine) as conn:
+        if limit is not None:
+            budget.lock(conn, row["campaign"])
+            if budget.fitting([row.get("cost")], budget.spent(conn, row["campaign"]), limit) == 0:
+                return None
         touch_id = insert_touches(conn, [row])[0]
         conn.execute(update(locks).where(locks.c.touch_id == from_touch_id).values(touch_id=touch_id))
     return touch_id
 
 
-def add_copies(engine: Engine, rows: list[dict[str, Any]]) -> list[int]:
-    """Claimed copies of touches in another channel (``duplicate_in``): same person and offer, no new locks."""
+def add_copies(engine: Engine, rows: list[dict[str, Any]], limit: Decimal | None = None) -> list[int]:
+    """Claimed copies of touches in another channel (``duplicate_in``): same person and offer, no new locks.
+
+    With a budget (``limit``) only the first rows that fit in it are written: their ids, in order.
+    """
     with write_tx(engine) as conn:
+        if limit is not None and rows:
+            budget.lock(conn, rows[0]["campaign"])
+            rows = rows[:budget.fitting([row.get("cost") for row in rows], budget.spent(conn, rows[0]["campaign"]),
+                                        limit)]
         return insert_touches(conn, rows)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -51,10 +52,11 @@ def touch_row(decision: Decision, *, run_id: str | None, campaign: str | None, o
               purpose: str, status: str, now: datetime, template: str | None = None,
               template_hash: str | None = None, body: str | None = None, keep_body: bool = True,
               claim_key: str | None = None, manager_id: int | None = None,
-              offer_valid_until: date | None = None) -> dict[str, Any]:
+              offer_valid_until: date | None = None, cost: Decimal | None = None) -> dict[str, Any]:
     """A ``touches`` row for a decision (a touch, a deferral or a decision not to contact).
 
-    ``offer_valid_until`` is the date the message promised the offer until (the run's, evaluated on its day).
+    ``offer_valid_until`` is the date the message promised the offer until (the run's, evaluated on its day);
+    ``cost`` the message's price (``channels.pricing``), kept only on a touch that is claimed or deferred.
     """
     return {"claim_key": claim_key, "person_key": str(decision.person_id), "customer_id": decision.customer_id,
             "campaign": campaign, "run_id": run_id, "offer": offer, "purpose": purpose, "channel": decision.channel,
@@ -64,7 +66,7 @@ def touch_row(decision: Decision, *, run_id: str | None, campaign: str | None, o
             "body": body if keep_body else None, "body_hash": body_hash(body), "consent_id": decision.consent_id,
             "manager_id": manager_id, "created_at": now, "updated_at": now, "due_at": decision.due_at,
             "sent_at": None, "offer_valid_until": offer_valid_until, "direction": "out", "in_reply_to": None,
-            "cost": None}
+            "cost": cost if status in ("claimed", "deferred") else None}
 
 
 def first_events(ids: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -51,7 +51,8 @@ def campaign_check(file: Path = typer.Argument(..., help="Campaign spec (YAML)."
     if as_json:
         print_json({"ok": True, "spec": spec.model_dump()})
     else:
-        console.print(f"{file}: ok ({spec.name}, {spec.purpose}, {', '.join(spec.channels)})", highlight=False)
+        channels = ("auto: " if spec.channel_choice == "auto" else "") + ", ".join(spec.channels)
+        console.print(f"{file}: ok ({spec.name}, {spec.purpose}, {channels})", highlight=False)
 
 
 @app.command("list")
