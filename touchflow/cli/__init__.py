@@ -7,6 +7,7 @@
     managers.py    managers import | list | deactivate  project.py    init, config show, deployments write, …
     users.py       user add | list | disable | reset | token create | token revoke
     plan.py        plan show | simulate                  journey.py    journey list | run | status
+    engagement.py  campaign engagement (opens, clicks, delivery per channel)
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -22,6 +23,7 @@ from touchflow.cli import (
     compliance,
     customers,
     database,
+    engagement,
     importing,
     journey,
     managers,
@@ -54,6 +56,7 @@ for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
+campaigns.app.command("engagement")(engagement.engagement_command)
 
 
 def _version(value: bool) -> None:

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from crm.ledger.audit import seal
-from touchflow.server import api, auth, console, webhooks
+from touchflow.server import api, auth, console, tracking, webhooks
 from touchflow.server.console.view import HERE, render
 from touchflow.settings import Settings
 
@@ -112,6 +112,7 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
                   openapi_url="/openapi.json")
     app.state.engine, app.state.settings = engine, settings
     app.include_router(webhooks.router(engine, settings))
+    app.include_router(tracking.router(engine, settings))
     app.include_router(auth.router(engine, settings))
     app.include_router(console.router(engine, settings))
     app.include_router(api.router(engine, settings))
