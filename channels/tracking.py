@@ -43,6 +43,10 @@ class TrackingTokenError(ValueError):
     """A tracking token is malformed, forged or altered."""
 
 
+class ForgedToken(TrackingTokenError):
+    """A well-formed tracking token whose signature does not match: forged, altered, or of another kind."""
+
+
 @dataclass(frozen=True)
 class Click:
     """What a verified click token says: the touch and where its link goes."""
@@ -105,7 +109,7 @@ class Tracker:
         if not dot or not payload:
             raise TrackingTokenError("malformed tracking token")
         if not hmac.compare_digest(self.sign(kind, payload.encode()), signature):
-            raise TrackingTokenError("tracking token signature does not match")
+            raise ForgedToken("tracking token signature does not match")
         return payload, signature
 
     def rewrite(self, html: str, touch_id: int, unsubscribe_url: str | None = None) -> str:

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from channels.tracking import tracker_for
+from channels.tracking import ForgedToken, tracker_for
 from crm.keys import signing_key
 from crm.ledger import engagement
 from crm.ledger.audit import verify
@@ -268,3 +268,20 @@ def test_delivery_failures_reported_by_twilio_are_in_the_results_and_erasure_cle
     erase(engine, external_id)
     assert rows(engine)[0].url is None and rows(engine)[0].kind == "clicked"   # the count stays, the URL goes
     assert verify(engine).intact
+
+
+def test_the_rewrite_takes_anchors_and_areas_in_any_case_and_nothing_else():
+    tracker = tracker_for(b"k" * 32, "https://mail.example.com/")
+    html = ('<a data-href="https://no.example">x</a><AREA shape=rect HREF="HTTPS://b.example/Q">'
+            '<a class="x" href="https://shop.example/a?x=1&amp;y=2">A</a><link href="https://fonts.example/css">'
+            '<a href="https://mail.example.com/unsubscribe/T">u</a><a href=\'tel:+7916\'>t</a>')
+    out = tracker.rewrite(html, 7)
+    tokens = re.findall(r"/t/c/([A-Za-z0-9_\-.]+)", out)
+    assert [tracker.verify_click(t).url for t in tokens] == ["HTTPS://b.example/Q", "https://shop.example/a?x=1&y=2"]
+    for kept in ('data-href="https://no.example"', 'href="https://fonts.example/css"',
+                 'href="https://mail.example.com/unsubscribe/T"', "href='tel:+7916'"):
+        assert kept in out
+    assert out.endswith('.gif" width="1" height="1" alt="" style="display:block;border:0;width:1px;height:1px">')
+    assert tracker.rewrite(out, 7).count("/t/") == out.count("/t/") + 1  # tracked links are not tracked twice
+    with pytest.raises(ForgedToken):
+        tracker_for(b"other" * 8, "https://mail.example.com").verify_click(tokens[0])

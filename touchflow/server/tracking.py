@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from channels.tracking import TrackingTokenError, tracker_for
+from channels.tracking import ForgedToken, TrackingTokenError, tracker_for
 from crm.keys import configured_secret, signing_key
 from crm.ledger.engagement import record
 from touchflow.settings import Settings
@@ -63,10 +63,9 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
         try:
             click = tracker.verify_click(token)
         except TrackingTokenError as exc:
-            forged = "signature" in str(exc)
             return HTMLResponse(PAGE.format(title="Ссылка недействительна", body=html.escape(
                 "Эта ссылка повреждена или изменена. Откройте её из письма ещё раз.")),
-                status_code=403 if forged else 400, headers=NO_CACHE)
+                status_code=403 if isinstance(exc, ForgedToken) else 400, headers=NO_CACHE)
         await run_in_threadpool(_quietly, engine, click.touch_id, "clicked", url=click.url,
                                 user_agent=request.headers.get("user-agent"))
         return RedirectResponse(click.url, status_code=302, headers=NO_CACHE)
