@@ -647,3 +647,25 @@ class JourneyState(SQLModel, table=True):
     lease_owner: Optional[str] = Field(default=None, max_length=64)
     lease_until: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Engagement(SQLModel, table=True):
+    """An open (the email's pixel was fetched) or a click (a tracked link was followed) of a touch (``crm.ledger.engagement``).
+
+    Not a touch event: opens and clicks are what a mail client did, not moves of the touch, so
+    they are neither folded into its status nor chained (why: ``crm.ledger.engagement``). ``slot``
+    collapses repeated opens (one per touch and window, by the unique key); clicks have none (every
+    click is kept). ``client`` is the user agent's class, never the user agent or the address.
+    """
+
+    __tablename__ = "engagements"
+    __table_args__ = (UniqueConstraint("touch_id", "kind", "human", "slot", name="uq_engagements_touch_kind_slot"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    touch_id: int = Field(foreign_key="touches.id")
+    kind: str = Field(max_length=8)  # opened, clicked
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    url: Optional[str] = Field(default=None, max_length=2000)  # a click's target
+    client: str = Field(default="unknown", max_length=16)  # browser, proxy, scanner, bot, unknown
+    human: bool = Field(default=True)  # False: a scanner's or a prefetch's, not counted in rates
+    slot: Optional[int] = Field(default=None)  # opens: the collapse window it fell in; clicks: none

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from crm.cards import customer_card
 from crm.db import write_tx
+from crm.ledger import engagement
 from crm.ledger.contacts import suppress
 from crm.ledger.touches import strip_personal
 from crm.models import CallTask, ContactPoint, Customer, Erasure, Touch, utcnow
@@ -40,6 +41,7 @@ def export(engine: Engine, external_id: str) -> dict[str, Any]:
         cid = card["customer"]["id"]
         card["touches"] = [dict(r._mapping) for r in conn.execute(select(touches).where(touches.c.customer_id == cid)
                                                                   .order_by(touches.c.id))]
+        card["engagements"] = engagement.of_touches(conn, [t["id"] for t in card["touches"]])
         card["call_tasks"] = [dict(r._mapping) for r in conn.execute(select(tasks).where(tasks.c.customer_id == cid))]
     return card
 
@@ -63,6 +65,7 @@ def erase(engine: Engine, external_id: str, reason: str = "erasure request") -> 
             first_name=None, birthday=None, gender=None, region=None, city=None, timezone=None, attributes={},
             updated_at=now))
         erased_touches = strip_personal(conn, cid)
+        engagement.forget_urls(conn, cid)
         conn.execute(update(tasks).where(tasks.c.customer_id == cid).values(phone=None, script="[erased]", note=None))
         conn.execute(insert(erasures).values(customer_id=cid, reason=reason[:200], at=now))
     return {"contact_points": len(points), "touches": erased_touches}

@@ -26,6 +26,7 @@ from channels.ratelimit import limiter_for
 from channels.registry import build_channel, meter_of
 from channels.render import Rendered, TemplateError
 from channels.sending import Breaker, send_stream
+from channels.tracking import Tracker, tracker_for
 from crm.db import write_tx
 from crm.ledger import calls, verdicts
 from crm.ledger.claims import Claimed, add_copies, transfer
@@ -67,10 +68,22 @@ def _task_sink(run: Run):
     return sink
 
 
-def _message(run: Run, claimed: Claimed, rendered: Rendered) -> Message:
+def _tracker(run: Run) -> Tracker | None:
+    """The run's email tracker (opens, clicks), or None when its spec switches both off (cached per key and switches)."""
+    opens, clicks = run.spec.tracks("opens"), run.spec.tracks("clicks")
+    if not (opens or clicks) or not run.key:
+        return None
+    return tracker_for(run.key, run.settings.public_url, opens=opens, clicks=clicks)
+
+
+def _message(run: Run, claimed: Claimed, rendered: Rendered, tracker: Tracker | None = None) -> Message:
+    """The message of a claimed touch; an email's HTML tracked now, when its touch id is known (``channels.tracking``)."""
     d = claimed.decision
+    html = rendered.html
+    if tracker is not None and html and d.channel == "email":
+        html = tracker.rewrite(html, claimed.touch_id, rendered.unsubscribe_url)
     return Message(channel=d.channel, to=d.address or "", subject=rendered.subject, text=rendered.text,
-                   html=rendered.html, from_name=run.settings.company_name, reference=f"touch:{claimed.touch_id}",
+                   html=html, from_name=run.settings.company_name, reference=f"touch:{claimed.touch_id}",
                    unsubscribe_url=rendered.unsubscribe_url,
                    metadata={"touch_id": claimed.touch_id, "customer_id": d.customer_id, "person_id": d.person_id})
 
@@ -272,7 +285,8 @@ class Stream:
         moved = move(run.engine, earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in chunk],
                      at=run.clock())
         items = [item for item in chunk if item.touch_id in moved]  # others were settled by another run meanwhile
-        messages = [_message(run, item, _rendered_for(self.rendered, item.decision)) for item in items]
+        tracker = _tracker(run) if self.name == "email" else None
+        messages = [_message(run, item, _rendered_for(self.rendered, item.decision), tracker) for item in items]
         failed = _attach_documents(run, items, messages) if run.spec.document else 0
         prebuild = getattr(self.channel, "prebuild", None)  # email: the bytes built here, not on the sending loop
         if prebuild is not None and self.waits_on_network:

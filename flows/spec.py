@@ -20,6 +20,7 @@
     kind: campaign                             # or reminder (run by the daily reminders flow), or journey (steps:)
     document: proposal                         # a .docx per touch: attached to email, put on the call task
     offer_values: {discount_percent: 5, valid_until: end_of_month}
+    tracking: {opens: true, clicks: true}      # email opens / clicks (default: on for marketing, off for service)
 
 An offer's ``valid_until`` (in ``offer_values`` or the template's ``meta.yaml`` ``offer``) is a
 date, or a rule the run evaluates on its own date (``as_of``): ``end_of_month``, ``end_of_week``
@@ -166,6 +167,31 @@ class PriceSpec(BaseModel):
 AUTO_CHANNELS = ("email", "sms", "telegram", "voice")  # `channels: auto` ranks these (the template's parts of them)
 
 
+class TrackingSpec(BaseModel):
+    """Email open and click tracking (``channels.tracking``); unset means on for marketing, off for service.
+
+    Off for service messages by default: a receipt or a reminder of an appointment is sent because
+    the person needs it, and measuring how they read it is not part of that purpose (nor a reason
+    to route their click through us); a campaign may still switch it on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    opens: bool | None = None
+    clicks: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switches(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # tracking: false  ==  both off
+            return {"opens": value, "clicks": value}
+        if not isinstance(value, dict):
+            raise ValueError(f"write tracking as {{opens: true, clicks: false}} or true / false, not {value!r}")
+        for name in ("opens", "clicks"):
+            if name in value and value[name] is not None and not isinstance(value[name], bool):
+                raise ValueError(f"tracking.{name} is {value[name]!r}: write true or false")
+        return value
+
+
 class Schedule(BaseModel):
     """When the campaign runs as a Prefect deployment."""
 
@@ -202,6 +228,7 @@ class CampaignSpec(BaseModel):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     schedule: Schedule | None = None
     keep_body: bool = True
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)  # email opens and clicks
     document: str | None = None  # a templates/documents/<name>.docx to generate per touch (attached / on the task)
     steps: list[Step] | None = None  # a journey's steps (flows.journey_spec)
 
@@ -249,6 +276,11 @@ class CampaignSpec(BaseModel):
             return self
         kept = [c for c in self.channels if c in parts]
         return self.model_copy(update={"channels": kept}) if kept and kept != self.channels else self
+
+    def tracks(self, what: Literal["opens", "clicks"]) -> bool:
+        """Whether this campaign's emails track ``what``: as its spec says, else on for marketing, off for service."""
+        chosen = getattr(self.tracking, what)
+        return self.purpose == "marketing" if chosen is None else chosen
 
     def contact_policy(self, base: Policy) -> Policy:
         """The default policy with this spec's overrides."""

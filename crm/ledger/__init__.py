@@ -2,7 +2,7 @@
 
 It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contact-point status,
 ``suppressions``, ``call_tasks``, ``reassignments``, ``campaign_runs``, ``journey_states`` and
-``access_log``; everyone else calls it with plain data.
+``access_log`` and ``engagements``; everyone else calls it with plain data.
 
     policy.py      the contact policy as pure decisions over frozen data; every "no" has a reason
     arbitration.py which locks a claim needs and why one is refused: gap, offer group, priority (pure)
@@ -20,6 +20,7 @@ It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contac
     calls.py       call tasks for reps, the outcomes of calls, and reassignments when a rep leaves
     access.py      the access log: who viewed, exported or erased whose data
     journeys.py    each person's place in a journey, leased by one runner at a time
+    engagement.py  opens and clicks of emails (their own table, not events), and the results per campaign
     history.py     reading the history
     compliance.py  the history checked against the rules
     audit/         hash chains, keyed seals and anchors: proof that the history was not edited

@@ -8,6 +8,7 @@
     users.py       user add | list | disable | reset | token create | token revoke
     plan.py        plan show | simulate                  journey.py    journey list | run | status
     inbound.py     inbound poll-imap
+    engagement.py  campaign engagement (opens, clicks, delivery per channel)
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -23,6 +24,7 @@ from touchflow.cli import (
     compliance,
     customers,
     database,
+    engagement,
     importing,
     inbound,
     journey,
@@ -57,6 +59,7 @@ for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
+campaigns.app.command("engagement")(engagement.engagement_command)
 
 
 def _version(value: bool) -> None:

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from crm.ledger.audit import seal
-from touchflow.server import api, auth, console, inbound, webhooks
+from touchflow.server import api, auth, console, inbound, tracking, webhooks
 from touchflow.server.console.view import HERE, render
 from touchflow.settings import Settings
 
@@ -120,6 +120,7 @@ def create_app(engine: Engine, settings: Settings, *, seal_every: float = SEAL_E
     hooks = webhooks.router(engine, settings)
     app.include_router(hooks)
     app.include_router(inbound.router(engine, settings))
+    app.include_router(tracking.router(engine, settings))
     app.include_router(auth.router(engine, settings))
     app.include_router(console.router(engine, settings))
     app.include_router(api.router(engine, settings))
