@@ -227,7 +227,7 @@ def test_a_real_run_with_a_holdout_then_purchases(engine, tmp_path):
     the_spec = spec(holdout_percent=50, attribution_days=5)
     run(engine, the_spec, tmp_path)
     with engine.connect() as conn:
-        rows = conn.execute(select(touches.c.customer_id, touches.c.status, touches.c.reason)
+        rows = conn.execute(select(touches.c.customer_id, touches.c.status, touches.c.reason, touches.c.cost)
                             .where(touches.c.campaign == "promo")).all()
         person = dict(conn.execute(select(customers.c.id, customers.c.person_id)).all())
     contacted = sorted({person[r.customer_id] for r in rows if r.status == "sent"})
@@ -242,8 +242,10 @@ def test_a_real_run_with_a_holdout_then_purchases(engine, tmp_path):
     total = report["total"]
     assert total["people_contacted"] == len(contacted) and total["leads"] == len(contacted)
     assert total["revenue"] == sum(10 * cid for cid in contacted) and total["purchases"] == len(contacted)
-    assert total["spend"] is None and total["cost_per_lead"] is None    # nothing fills touches.cost on main yet
-    assert total["touches_without_cost"] == len([r for r in rows if r.status == "sent"])
+    spend = sum(float(r.cost) for r in rows if r.status == "sent")       # each claimed touch records its price
+    assert spend > 0 and total["spend"] == pytest.approx(spend)
+    assert total["cost_per_lead"] == pytest.approx(spend / len(contacted), abs=0.01)
+    assert total["touches_without_cost"] == 0
     whole = report["holdout"]["slices"][0]
     assert whole["contacted"]["people"] == len(contacted) and whole["holdout"]["people"] == len(held)
     assert whole["contacted"]["conversion"] == whole["holdout"]["conversion"] == 1.0
