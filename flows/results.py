@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Engine
 
+from crm.ledger.engagement import engagement_summary
 from crm.models import Customer, Purchase, Touch
 from flows.spec import DEFAULT_ATTRIBUTION_DAYS, CampaignSpec
 from flows.stats import newcombe, welch, wilson
@@ -219,7 +220,8 @@ def holdout_uplift(engine: Engine, campaign: str, *, window: int = DEFAULT_ATTRI
 
 def report(engine: Engine, spec: CampaignSpec, *, windows: Mapping[str, int] | None = None, as_of: date | None = None,
            zone: str = "UTC", min_group: int = MIN_GROUP) -> dict[str, Any]:
-    """The campaign's results: conversions and revenue (per channel), spend and its returns, holdout uplift."""
+    """The campaign's results: conversions and revenue (per channel), spend and its returns, holdout uplift,
+    and delivery, opens and clicks per channel (``crm.ledger.engagement``)."""
     windows = {**(windows or {}), spec.name: spec.attribution_days}
     found = attribute(engine, spec.name, windows=windows, until=as_of, zone=zone)
     costs = spend(engine, spec.name)
@@ -244,7 +246,8 @@ def report(engine: Engine, spec: CampaignSpec, *, windows: Mapping[str, int] | N
                                       "campaign's window before the purchase"},
             "total": total, "channels": dict(sorted(by_channel.items())),
             "holdout": holdout_uplift(engine, spec.name, window=spec.attribution_days, as_of=as_of, zone=zone,
-                                      segment=spec.segment or "rule", min_group=min_group)}
+                                      segment=spec.segment or "rule", min_group=min_group),
+            "engagement": engagement_summary(engine, campaign=spec.name)["campaigns"].get(spec.name, {})}
 
 
 def _returns(row: dict[str, Any], leads: int) -> None:

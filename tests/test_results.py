@@ -246,6 +246,8 @@ def test_a_real_run_with_a_holdout_then_purchases(engine, tmp_path):
     assert spend > 0 and total["spend"] == pytest.approx(spend)
     assert total["cost_per_lead"] == pytest.approx(spend / len(contacted), abs=0.01)
     assert total["touches_without_cost"] == 0
+    delivered = report["engagement"]                                      # folded in from crm.ledger.engagement
+    assert sum(line["sent"] for line in delivered.values()) == len([r for r in rows if r.status == "sent"])
     whole = report["holdout"]["slices"][0]
     assert whole["contacted"]["people"] == len(contacted) and whole["holdout"]["people"] == len(held)
     assert whole["contacted"]["conversion"] == whole["holdout"]["conversion"] == 1.0

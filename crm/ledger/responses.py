@@ -1,7 +1,8 @@
 """How persons answered the touches they were sent, per channel: what ``channels: auto`` ranks channels by.
 
 A touch sent (or delivered) in the look-back counts as answered when the person wrote back to it
-(an inbound touch whose ``in_reply_to`` is it) or when a purchase of any of the person's records
+(an inbound touch whose ``in_reply_to`` is it), clicked one of its links (a human click in
+``engagements``: a scanner's does not count; opens do not either, mail clients prefetch them) or when a purchase of any of the person's records
 followed it within the window: the purchase is credited to the person's latest touch sent on or
 before its day (last-touch attribution, so an email and an SMS sent the same week do not both
 claim one purchase). Three reads per batch of persons, whatever its size; the rest is arithmetic.
@@ -17,11 +18,12 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from crm.db import in_chunks, one_of
-from crm.models import Customer, Purchase, Touch
+from crm.models import Customer, Engagement, Purchase, Touch
 
 touches = Touch.__table__
 customers = Customer.__table__
 purchases = Purchase.__table__
+engagements = Engagement.__table__
 CHANNELS = ("email", "sms", "voice", "telegram", "call")
 
 
@@ -66,11 +68,14 @@ def responses(persons: list[int], *, conn: Connection, now: datetime, lookback_d
 
 
 def _replied(conn: Connection, touch_ids: list[int]) -> set[int]:
-    """The touches among ``touch_ids`` someone wrote back to."""
+    """The touches among ``touch_ids`` someone wrote back to or clicked a link of."""
     found: set[int] = set()
     for chunk in in_chunks(touch_ids):
         found.update(conn.execute(select(touches.c.in_reply_to).where(
             touches.c.direction == "in", one_of(conn, touches.c.in_reply_to, chunk))).scalars())
+        found.update(conn.execute(select(engagements.c.touch_id).where(
+            engagements.c.kind == "clicked", engagements.c.human.is_(True),
+            one_of(conn, engagements.c.touch_id, chunk))).scalars())
     return found
 
 

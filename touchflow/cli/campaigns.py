@@ -292,3 +292,7 @@ def _print_report(result: dict) -> None:
             f"{_with_ci(up['revenue_per_person'], up['revenue_per_person_ci'], '+,.2f')}")
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(holdout["method"], highlight=False)
+    if result["engagement"]:
+        from touchflow.cli.engagement import print_engagement
+
+        print_engagement(result["campaign"], result["engagement"])

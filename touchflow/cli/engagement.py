@@ -43,6 +43,11 @@ def engagement_command(
     if as_json:
         print_json({"campaign": name, "since": summary["since"], "until": summary["until"], "channels": channels})
         return
+    print_engagement(name, channels)
+
+
+def print_engagement(name: str, channels: dict) -> None:
+    """The engagement table of a campaign (also a part of ``campaign report``), then failures by code."""
     table = Table(title=f"{name}: engagement")
     table.add_column("channel")
     for column in COLUMNS:
