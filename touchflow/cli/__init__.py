@@ -7,6 +7,7 @@
     managers.py    managers import | list | deactivate  project.py    init, config show, deployments write, …
     users.py       user add | list | disable | reset | token create | token revoke
     plan.py        plan show | simulate                  journey.py    journey list | run | status
+    bounces.py     bounces ingest | address
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -18,6 +19,7 @@ import typer
 
 from touchflow import __version__
 from touchflow.cli import (
+    bounces,
     campaigns,
     compliance,
     customers,
@@ -45,6 +47,7 @@ GROUPS = {
     "tasks": sales.tasks_app, "proposal": sales.proposal_app, "compliance": compliance.app,
     "config": project.config_app, "deployments": project.deployments_app,
     "managers": managers.app, "user": users.app, "plan": plan.app, "journey": journey.app,
+    "bounces": bounces.app,
 }
 COMMANDS = {
     "init": project.init, "demo": project.demo, "serve": project.serve, "stats": database.stats,

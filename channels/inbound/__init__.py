@@ -1,0 +1,1 @@
+"""What arrives: replies and bounces, read from raw messages and recorded through the ledger."""
