@@ -89,63 +89,118 @@ def return_path(eml: bytes) -> str:
     return message_from_bytes(eml, policy=policy.compat32)["Return-Path"].strip("<>")
 
 
-# --- reports as postfix writes them (bounce(8): the notice, the report, the returned message) ------------------------
+# --- reports as postfix writes them ------------------------------------------------------------------------------------
+# tests/data/postfix/*.eml are real reports from postfix 3.7.11 (made by capture.py there: touches 101 and 102 under
+# FIXTURE_KEY); ``postfix_dsn`` writes the same shape about any message, ``real_report`` re-addresses a real one.
+
+POSTFIX = Path(__file__).resolve().parent / "data" / "postfix"
+FIXTURE_KEY = b"touchflow test fixture key"
+
+
+def real_report(name: str, touch_id: int | None = None, key: bytes | None = None, message_id: str | None = None,
+                recipient: str | None = None) -> bytes:
+    """A captured report, about another touch (its return address and Message-ID) and recipient when given."""
+    data = (POSTFIX / f"{name}.eml").read_bytes()
+    dsn = parse_dsn(data)
+    if touch_id is not None:
+        data = data.replace(dsn.sent_to[0].encode(), verp_address(touch_id, key, "bounces", "shop.example").encode())
+    if message_id is not None:
+        data = data.replace(dsn.original_message_id.encode(), message_id.encode())
+    if recipient is not None:
+        data = data.replace(dsn.recipients[0].final_recipient.encode(), recipient.encode())
+    return data
+
 
 def postfix_dsn(returned: bytes, *, recipient: str, action: str = "failed", status: str = "5.1.1",
                 diagnostic: str | None = None, headers_only: bool = False, to: str | None = None,
-                queue_id: str = "4dQk1P2Zx9z9sR") -> bytes:
-    """A postfix delivery status notification about ``returned`` (an email as sent), delivered to its sender.
+                delivered: bool = False, queue_id: str = "B3DD820C162") -> bytes:
+    """A report as postfix's bounce(8) writes it about ``returned`` (an email as sent), sent to its sender.
 
-    ``to``: the address the report goes to (default: the returned message's envelope sender, its Return-Path).
+    ``to``: the address the report goes to (default: the returned message's envelope sender, its Return-Path);
+    ``delivered``: as postfix's local(8) delivers it into a mailbox (Return-Path, X-Original-To, Delivered-To).
     """
     original = message_from_bytes(returned, policy=policy.compat32)
     sender = to or (original["Return-Path"] or "").strip("<>") or SHOP
-    body = returned.replace(b"\r\n", b"\n").split(b"\n", 1)[1] if returned.startswith(b"Return-Path:") else \
-        returned.replace(b"\r\n", b"\n")
-    body = (b"Received: from shop.example (shop.example [192.0.2.10])\n\tby mx.shop.example (Postfix) with ESMTP id "
-            + queue_id.encode() + b"\n\tfor <" + recipient.encode() + b">; Mon,  7 Dec 2026 17:59:58 +0000 (UTC)\n"
-            + body)
+    lines = returned.replace(b"\r\n", b"\n").split(b"\n")
+    path = [lines.pop(0)] if lines[0].startswith(b"Return-Path:") else []   # postfix returns it, then its Received
+    body = b"\n".join(path + [f"Received: from localhost (localhost [127.0.0.1])\n\tby mx.shop.example (Postfix) "
+                               f"with ESMTP id {queue_id}\n\tfor <{recipient}>; Mon,  7 Dec 2026 18:51:26 +0000 "
+                               "(UTC)".encode()] + lines)
     if headers_only:
         body = body.split(b"\n\n", 1)[0] + b"\n"
     delayed = action == "delayed"
     diagnostic = diagnostic or (
-        f"smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown in\n    virtual mailbox table"
-        if status.startswith("5") else f"smtp; 452 4.2.2 <{recipient}>: Mailbox full")
-    boundary = f"{queue_id}.1765130401/mx.shop.example"
-    subject = "Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"
+        f"smtp; 550 5.1.1 <{recipient}>: Recipient address\n    rejected: User unknown in virtual mailbox table"
+        if status.startswith("5") else f"smtp; 452 {status} <{recipient}>: Mailbox full, try again later")
+    boundary = f"{queue_id}.1796669486/mx.shop.example"
     notice = ("This is the mail system at host mx.shop.example.\n\n"
               + ("####################################################################\n"
                  "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n"
                  "####################################################################\n\n"
-                 "Your message could not be delivered for 0.2 hour(s).\nIt will be retried until it is 5.0 day(s) "
-                 "old.\n" if delayed else
+                 "Your message could not be delivered for more than 0 hour(s).\nIt will be retried until it is "
+                 "1 day(s) old.\n" if delayed else
                  "I'm sorry to have to inform you that your message could not\nbe delivered to one or more "
-                 "recipients. It's attached below.\n\nFor further assistance, please send mail to postmaster.\n\n"
-                 "If you do so, please include this problem report. You can\ndelete your own text from the "
-                 "attached returned message.\n")
-              + f"\n                   The mail system\n\n<{recipient}>: host mx.example.org[192.0.2.25] said: "
-              + diagnostic.split("; ", 1)[1].replace("\n    ", "\n    ") + " (in reply to RCPT TO command)\n")
+                 "recipients. It's attached below.\n")
+              + "\nFor further assistance, please send mail to postmaster.\n\nIf you do so, please include this "
+                "problem report. You can\ndelete your own text from the attached returned message.\n\n"
+                "                   The mail system\n\n"
+              + f"<{recipient}>: host 127.0.0.1[127.0.0.1] said: {diagnostic.split('; ', 1)[1]} (in reply to RCPT "
+                "TO command)\n")
     report = (f"Reporting-MTA: dns; mx.shop.example\nX-Postfix-Queue-ID: {queue_id}\n"
-              f"X-Postfix-Sender: rfc822; {sender}\nArrival-Date: Mon,  7 Dec 2026 17:59:58 +0000 (UTC)\n\n"
+              f"X-Postfix-Sender: rfc822; {sender}\nArrival-Date: Mon,  7 Dec 2026 18:51:26 +0000 (UTC)\n\n"
               f"Final-Recipient: rfc822; {recipient}\nOriginal-Recipient: rfc822;{recipient}\nAction: {action}\n"
-              f"Status: {status}\nRemote-MTA: dns; mx.example.org\nDiagnostic-Code: {diagnostic}\n"
-              + ("Will-Retry-Until: Sat, 12 Dec 2026 17:59:58 +0000 (UTC)\n" if delayed else ""))
-    returned_part = (("Content-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n"
-                      if headers_only else
-                      "Content-Description: Undelivered Message\nContent-Type: message/rfc822\n")
-                     + "Content-Transfer-Encoding: 8bit\n\n")
-    head = (f"Return-Path: <>\nX-Original-To: {sender}\nDelivered-To: {sender}\n"
-            f"Received: by mx.shop.example (Postfix)\n\tid 4dQk1Q0Xyzz9sT; Mon,  7 Dec 2026 18:00:01 +0000 (UTC)\n"
-            f"Date: Mon,  7 Dec 2026 18:00:01 +0000 (UTC)\nFrom: MAILER-DAEMON@mx.shop.example (Mail Delivery System)\n"
-            f"Subject: {subject}\nTo: {sender}\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\n"
+              f"Status: {status}\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: {diagnostic}\n"
+              + ("Will-Retry-Until: Tue,  8 Dec 2026 18:51:26 +0000 (UTC)\n" if delayed else ""))
+    returned_part = ("Content-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n"
+                     if headers_only else "Content-Description: Undelivered Message\nContent-Type: message/rfc822\n")
+    head = ((f"Return-Path: <>\nX-Original-To: {sender}\nDelivered-To: {sender}\n" if delivered else "")
+            + "Received: by mx.shop.example (Postfix)\n\tid D2EE820C1D4; Mon,  7 Dec 2026 18:51:26 +0000 (UTC)\n"
+            "Date: Mon,  7 Dec 2026 18:51:26 +0000 (UTC)\nFrom: Mail Delivery System <MAILER-DAEMON@shop.example>\n"
+            f"Subject: {'Delayed Mail (still being retried)' if delayed else 'Undelivered Mail Returned to Sender'}\n"
+            f"To: {sender}\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\n"
             f"Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n"
-            f"Content-Transfer-Encoding: 8bit\nMessage-Id: <20261207180001.4dQk1Q0Xyzz9sT@mx.shop.example>\n\n"
+            "Content-Transfer-Encoding: 8bit\nMessage-Id: <20261207185126.D2EE820C1D4@mx.shop.example>\n\n"
             "This is a MIME-encapsulated message.\n\n")
-    text = (head + f"--{boundary}\nContent-Description: " + ("Notification" if not delayed else "Notification")
-            + "\nContent-Type: text/plain; charset=us-ascii\n\n" + notice + f"\n--{boundary}\n"
-            + "Content-Description: Delivery report\nContent-Type: message/delivery-status\n\n" + report
-            + f"\n--{boundary}\n" + returned_part)
+    text = (head + f"--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset=utf-8\n"
+            "Content-Transfer-Encoding: 8bit\n\n" + notice + f"\n--{boundary}\n"
+            "Content-Description: Delivery report\nContent-Type: message/delivery-status\n\n" + report
+            + f"\n--{boundary}\n" + returned_part + "Content-Transfer-Encoding: 8bit\n\n")
     return text.encode() + body + f"\n--{boundary}--\n".encode()
+
+
+def shape(raw: bytes) -> list:
+    """What a report's structure is, without its values: the parts, their headers, the report's field names."""
+    mail = message_from_bytes(raw, policy=policy.compat32)
+    found = [[k for k in mail.keys() if k not in ("Return-Path", "X-Original-To", "Delivered-To")]]
+    for part in mail.get_payload():
+        found.append([part.get_content_type(), *part.keys()])
+        if part.get_content_type() == "message/delivery-status":
+            found.append([list(block.keys()) for block in part.get_payload()])
+    return found
+
+
+def test_the_real_postfix_reports_read_as_they_were_written():
+    hard, delayed, expired = (parse_dsn((POSTFIX / f"{n}.eml").read_bytes()) for n in ("hard", "delayed", "expired"))
+    assert [(d.worst.action, d.worst.status, d.worst.severity) for d in (hard, delayed, expired)] == [
+        ("failed", "5.1.1", "hard"), ("delayed", "4.2.2", "soft"), ("failed", "4.2.2", "soft")]
+    assert hard.worst.final_recipient == hard.worst.original_recipient == "nobody@example.org"
+    assert hard.worst.diagnostic == ("550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown in "
+                                     "virtual mailbox table")
+    assert hard.reporting_mta == "mx.shop.example" and hard.worst.remote_mta == "127.0.0.1"
+    assert [parse_verp(a, FIXTURE_KEY) for a in hard.sent_to] == [101]       # To and X-Postfix-Sender: one
+    assert {parse_verp(a, FIXTURE_KEY) for d in (delayed, expired) for a in d.sent_to} == {102}
+    assert hard.original_message_id.endswith(".touch.101@shop.example>")          # message/rfc822
+    assert delayed.original_message_id.endswith(".touch.102@shop.example>")       # text/rfc822-headers
+
+
+@pytest.mark.parametrize("name,action,headers_only", [("hard", "failed", False), ("delayed", "delayed", True),
+                                                      ("expired", "failed", False)])
+def test_the_written_reports_have_the_shape_of_the_real_ones(name, action, headers_only):
+    real = (POSTFIX / f"{name}.eml").read_bytes()
+    status = "5.1.1" if name == "hard" else "4.2.2"
+    written = postfix_dsn(b"Return-Path: <x>\nFrom: a@b\nMessage-ID: <m@b>\n\nhi\n", recipient="x@y", action=action,
+                          status=status, headers_only=headers_only)
+    assert shape(written) == shape(real)
 
 
 # --- VERP: pure -----------------------------------------------------------------------------------------------------
@@ -212,7 +267,7 @@ def test_a_hard_bounce_fails_the_touch_and_bounces_the_address_on_every_record_o
         bounced = conn.execute(select(touches.c.id).where(touches.c.run_id == summary["run_id"],
                                                           touches.c.address == "nobody@example.org",
                                                           touches.c.status == "sent")).scalar_one()
-    report = postfix_dsn(outbox_eml(tmp_path, "nobody@example.org"), recipient="nobody@example.org")
+    report = postfix_dsn(outbox_eml(tmp_path, "nobody@example.org"), recipient="nobody@example.org", delivered=True)
     result = handle_bounce(engine, report)
     assert result.outcome == "recorded" and result.matched_by == "verp" and result.touch_id == bounced
     assert (result.severity, result.action, result.status) == ("hard", "failed", "5.1.1")
@@ -230,6 +285,23 @@ def test_a_hard_bounce_fails_the_touch_and_bounces_the_address_on_every_record_o
     assert count(engine, events) == before and count(engine, bounces) == 1
     report_ok = verify(engine)
     assert report_ok.intact, report_ok.to_dict()
+
+
+def test_real_postfix_reports_readdressed_to_campaign_touches_fail_them(engine, tmp_path):
+    build(engine, tmp_path, ["nobody@example.org", "full@mail.ru", "anna@mail.ru"])
+    summary = campaign(engine, tmp_path)
+    ids, key = sent(engine, summary["run_id"]), signing_key(engine)
+    for name, address in (("hard", "nobody@example.org"), ("expired", "full@mail.ru")):
+        touch_id = ids[address]
+        report = real_report(name, touch_id, key, touch(engine, touch_id).provider_message_id, address)
+        result = handle_bounce(engine, report)
+        assert (result.outcome, result.touch_id, result.touch_failed) == ("recorded", touch_id, True)
+        assert touch(engine, touch_id).status == "failed"
+    assert statuses(engine, "nobody@example.org") == ["bounced"] and statuses(engine, "full@mail.ru") == ["active"]
+    assert touch(engine, ids["anna@mail.ru"]).status == "sent"
+    # the captured report as it is: touch 101 under the fixture's key is no touch of this installation
+    assert handle_bounce(engine, real_report("hard")).outcome == "forged"
+    assert verify(engine).intact
 
 
 def test_a_delayed_report_counts_soft_and_three_in_a_row_bounce_the_address(engine, tmp_path):

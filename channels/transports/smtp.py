@@ -16,6 +16,10 @@ classified by the phase they happen in, and returns the connection (or drops a b
 An address with a non-ASCII mailbox (``иван@почта.рф``) goes out with SMTPUTF8 when the server
 offers it, and is ``AddressNotSupported`` (not bounced) when it does not; a non-ASCII domain alone
 is sent in its IDNA form (``channels.transports.addresses``).
+
+MAIL FROM is the message's ``envelope_from`` when it has one (a campaign email: its touch's
+return address, where reports of a later failure go: ``channels.inbound.bounces``), else the
+configured from address.
 """
 
 from __future__ import annotations
