@@ -193,6 +193,19 @@ def test_the_real_postfix_reports_read_as_they_were_written():
     assert delayed.original_message_id.endswith(".touch.102@shop.example>")       # text/rfc822-headers
 
 
+def test_a_utf8_report_and_bare_line_ends_read_the_same():
+    real = (POSTFIX / "hard.eml").read_bytes()
+    utf8 = (real.replace(b"report-type=delivery-status", b"report-type=global-delivery-status")
+            .replace(b"Content-Type: message/delivery-status", b"Content-Type: message/global-delivery-status")
+            .replace(b"Content-Type: message/rfc822", b"Content-Type: message/global"))   # RFC 6533
+    expected = parse_dsn(real)
+    assert real.count(b"\r\n") == real.count(b"\n")                     # as it came over SMTP
+    for variant in (utf8, real.replace(b"\r\n", b"\n"), utf8.replace(b"\r\n", b"\n")):   # as a mailbox file keeps it
+        found = parse_dsn(variant)
+        assert (found.recipients, found.sent_to, found.original_message_id) == (
+            expected.recipients, expected.sent_to, expected.original_message_id)
+
+
 @pytest.mark.parametrize("name,action,headers_only", [("hard", "failed", False), ("delayed", "delayed", True),
                                                       ("expired", "failed", False)])
 def test_the_written_reports_have_the_shape_of_the_real_ones(name, action, headers_only):

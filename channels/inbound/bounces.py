@@ -153,6 +153,7 @@ class Dsn:
         return ranked[0] if ranked else None
 
 
+STATUS_PARTS = ("message/delivery-status", "message/global-delivery-status")  # RFC 3464; RFC 6533 (UTF-8)
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_CODE = re.compile(r"\b([45])\d\d(?=[ -])")
 _BOUNCE_SUBJECT = re.compile(r"undeliver|returned mail|delivery status notification|delivery fail|mail delivery fail|"
@@ -174,7 +175,7 @@ def _type_value(value: str | None) -> str | None:
     """``rfc822; a@b`` → ``a@b``; ``smtp; 550 …`` → ``550 …`` (the value after the type, RFC 3464 2.1.2)."""
     if value is None:
         return None
-    kind, semicolon, rest = value.partition(";")
+    _, semicolon, rest = value.partition(";")
     return (rest.strip() if semicolon else value.strip()) or None
 
 
@@ -190,7 +191,7 @@ def parse_dsn(raw: bytes, envelope_to: str | None = None) -> Dsn | None:
     mail = email.message_from_bytes(raw, policy=policy.compat32)
     sent_to = _sent_to(mail, envelope_to)
     if mail.get_content_type() == "multipart/report" and \
-            (mail.get_param("report-type") or "").lower() == "delivery-status":
+            (mail.get_param("report-type") or "").lower() in ("delivery-status", "global-delivery-status"):
         return _standard(mail, sent_to)
     return _plain(mail, sent_to)
 
@@ -205,7 +206,7 @@ def _sent_to(mail: MimeMessage, envelope_to: str | None) -> list[str]:
 
 def _standard(mail: MimeMessage, sent_to: list[str]) -> Dsn | None:
     """An RFC 3464 report: the per-message block, one block per recipient, the returned headers."""
-    status_part = next((p for p in mail.walk() if p.get_content_type() == "message/delivery-status"), None)
+    status_part = next((p for p in mail.walk() if p.get_content_type() in STATUS_PARTS), None)
     if status_part is None:
         return None
     blocks = _blocks(status_part)
@@ -233,11 +234,16 @@ def _standard(mail: MimeMessage, sent_to: list[str]) -> Dsn | None:
 
 
 def _blocks(part: MimeMessage) -> list[MimeMessage]:
-    """The header blocks of a message/delivery-status part (the parser splits them; a base64 one is parsed here)."""
+    """The header blocks of a status part: message/delivery-status comes split by the parser; any other (UTF-8,
+    RFC 6533, which the parser takes for one message whose body holds the other blocks; base64) is split here."""
     payload = part.get_payload()
-    if isinstance(payload, list) and payload and not (part.get("Content-Transfer-Encoding", "").lower() == "base64"):
+    encoded = part.get("Content-Transfer-Encoding", "").lower() == "base64"
+    if part.get_content_type() == "message/delivery-status" and isinstance(payload, list) and payload and not encoded:
         return payload
-    data = part.get_payload(decode=True) or (payload.encode() if isinstance(payload, str) else b"")
+    if isinstance(payload, list) and payload and not encoded:
+        data = payload[0].as_bytes() if isinstance(payload[0], MimeMessage) else b""
+    else:
+        data = part.get_payload(decode=True) or (payload.encode() if isinstance(payload, str) else b"")
     text = data.decode("utf-8", "replace").replace("\r\n", "\n")
     parser = BytesHeaderParser(policy=policy.compat32)
     return [parser.parsebytes(chunk.strip().encode() + b"\n") for chunk in re.split(r"\n[ \t]*\n", text)
@@ -247,18 +253,21 @@ def _blocks(part: MimeMessage) -> list[MimeMessage]:
 def _original_message_id(mail: MimeMessage) -> str | None:
     """The returned message's Message-ID: from a message/rfc822 part, text/rfc822-headers, or a quoted copy."""
     for part in mail.walk():
-        kind = part.get_content_type()
-        if kind == "message/rfc822":
+        kind, found = part.get_content_type(), None
+        if kind in ("message/rfc822", "message/global"):
             inner = part.get_payload()
             inner = inner[0] if isinstance(inner, list) and inner else inner
-            if isinstance(inner, MimeMessage) and inner.get("Message-ID"):
-                return _one_line(inner.get("Message-ID"))
-        elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
-            data = part.get_payload(decode=True) or b""
-            headers = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
-            if headers.get("Message-ID"):
-                return _one_line(headers.get("Message-ID"))
+            found = (inner if isinstance(inner, MimeMessage) else _headers(part)).get("Message-ID")
+        elif kind in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
+            found = _headers(part).get("Message-ID")
+        if found:
+            return _one_line(found)
     return None
+
+
+def _headers(part: MimeMessage) -> MimeMessage:
+    """A part's content read as a header block (returned headers, or a message the parser left as text)."""
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(part.get_payload(decode=True) or b"")
 
 
 def _text_of(mail: MimeMessage) -> str:
@@ -269,7 +278,10 @@ def _text_of(mail: MimeMessage) -> str:
             break
         if part.get_content_maintype() == "text":
             data = part.get_payload(decode=True) or b""
-            texts.append(data.decode(part.get_content_charset() or "utf-8", "replace"))
+            try:
+                texts.append(data.decode(part.get_content_charset() or "utf-8", "replace"))
+            except LookupError:  # a charset Python does not know
+                texts.append(data.decode("utf-8", "replace"))
     return "\n".join(texts)
 
 
