@@ -71,8 +71,8 @@ def _message(run: Run, claimed: Claimed, rendered: Rendered) -> Message:
     d = claimed.decision
     return Message(channel=d.channel, to=d.address or "", subject=rendered.subject, text=rendered.text,
                    html=rendered.html, from_name=run.settings.company_name, reference=f"touch:{claimed.touch_id}",
-                   unsubscribe_url=rendered.unsubscribe_url, envelope_from=_return_address(run, d.channel,
-                                                                                           claimed.touch_id),
+                   unsubscribe_url=rendered.unsubscribe_url,
+                   envelope_from=_return_address(run, d.channel, claimed.touch_id),
                    metadata={"touch_id": claimed.touch_id, "customer_id": d.customer_id, "person_id": d.person_id})
 
 
