@@ -26,6 +26,7 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict)
     attachments: list[tuple[str, bytes, str]] = field(default_factory=list)  # (file name, content, MIME type)
     prebuilt: tuple[bytes, str] | None = None  # email bytes and Message-ID built elsewhere (a render process)
+    envelope_from: str | None = None  # email: the envelope sender (MAIL FROM, the touch's VERP address); None: From
 
 
 @dataclass

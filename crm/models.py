@@ -669,3 +669,22 @@ class Engagement(SQLModel, table=True):
     client: str = Field(default="unknown", max_length=16)  # browser, proxy, scanner, bot, unknown
     human: bool = Field(default=True)  # False: a scanner's or a prefetch's, not counted in rates
     slot: Optional[int] = Field(default=None)  # opens: the collapse window it fell in; clicks: none
+
+
+class Bounce(SQLModel, table=True):
+    """A delivery status notification about an email touch (``crm.ledger.bounces``): hard or soft, once per report.
+
+    One row per (touch, action, status): the same report arriving twice changes nothing twice, and
+    soft bounces "in a row" are counted over an address's touches from these rows. No address or
+    diagnostic text is kept here (the touch holds them, and erasure strips them there).
+    """
+
+    __tablename__ = "bounces"
+    __table_args__ = (UniqueConstraint("touch_id", "action", "status", name="uq_bounces_touch_action_status"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    touch_id: int = Field(foreign_key="touches.id")
+    severity: str = Field(max_length=8)  # hard or soft
+    action: str = Field(max_length=16)   # failed, delayed (RFC 3464)
+    status: str = Field(max_length=16)   # 5.1.1, 4.2.2
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

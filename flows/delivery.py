@@ -22,6 +22,7 @@ from typing import Any
 
 from channels.base import Channel, Message
 from channels.errors import ChannelError, ChannelFatal, DeliveryUnknown, PermanentError
+from channels.inbound.bounces import verp_for
 from channels.ratelimit import limiter_for
 from channels.registry import build_channel, meter_of
 from channels.render import Rendered, TemplateError
@@ -85,7 +86,17 @@ def _message(run: Run, claimed: Claimed, rendered: Rendered, tracker: Tracker | 
     return Message(channel=d.channel, to=d.address or "", subject=rendered.subject, text=rendered.text,
                    html=html, from_name=run.settings.company_name, reference=f"touch:{claimed.touch_id}",
                    unsubscribe_url=rendered.unsubscribe_url,
+                   envelope_from=_return_address(run, d.channel, claimed.touch_id),
                    metadata={"touch_id": claimed.touch_id, "customer_id": d.customer_id, "person_id": d.person_id})
+
+
+def _return_address(run: Run, channel: str, touch_id: int) -> str | None:
+    """An email's envelope sender: the touch's own signed return address (VERP), where its bounces come back
+    (``channels.inbound.bounces``); None (the From address) with ``verp`` off or no signing key (a dry run)."""
+    if channel != "email" or not run.key or not run.settings.verp:
+        return None
+    settings = run.settings
+    return verp_for(run.key, settings.bounce_local, settings.bounce_domain, settings.mail_from).address(touch_id)
 
 
 def _rendered_for(rendered: dict, decision: Decision) -> Rendered:

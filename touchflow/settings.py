@@ -166,6 +166,15 @@ class Settings(BaseSettings):
                                                      "offers PIPELINING (RFC 2920): two round trips a message "
                                                      "instead of four.")
     mail_from: str = "touchflow@localhost"
+    verp: bool = Field(True, description="Each email's envelope sender is its own return address (VERP: "
+                                         "bounces+<touch>-<tag>@bounce_domain), so a bounce names the touch it is "
+                                         "about; the tag is signed, a forged bounce fails nothing.")
+    bounce_domain: str | None = Field(None, description="Domain of the VERP return addresses (default: the domain "
+                                                        "of mail_from); its mail must reach the bounce route "
+                                                        "(`touchflow bounces ingest`).")
+    bounce_local: str = Field("bounces", description="Local part before the '+' of the VERP return addresses.")
+    soft_bounce_limit: int = Field(3, ge=1, description="Soft bounces (4.x.x, delayed) of this many touches in a row "
+                                                        "to one address count as a hard bounce.")
 
     sms_transport: str = Field("file", description="twilio, console, file or memory.")
     voice_transport: str = Field("file", description="twilio, console, file or memory.")
@@ -251,6 +260,24 @@ class Settings(BaseSettings):
         if not rate.is_finite() or not 0 <= rate < 100:
             raise ValueError(f"vat_rate {value!r} must be a percentage from 0 to under 100, or none")
         return rate
+
+    @field_validator("bounce_local")
+    @classmethod
+    def _bounce_local(cls, value: str) -> str:
+        """A plain local part: the VERP address is ``<bounce_local>+<touch>-<tag>@<bounce_domain>``."""
+        if not value or not value.isascii() or any(c in "+@<>\" ,;:" or c.isspace() for c in value):
+            raise ValueError(f"bounce_local {value!r} must be a plain ASCII local part without '+', '@', quotes or "
+                             "spaces, e.g. bounces")
+        return value
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _bounce_domain(cls, value: str | None) -> str | None:
+        """A domain name (its mail must reach the bounce route), or unset for mail_from's domain."""
+        if value is not None and (not value.strip() or "@" in value or any(c.isspace() for c in value.strip())):
+            raise ValueError(f"bounce_domain {value!r} is not a domain name; write e.g. bounces.example.com, or leave "
+                             "it unset for the domain of mail_from")
+        return value.strip() if value else None
 
 
 def project_dir() -> Path | None:

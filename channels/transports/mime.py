@@ -79,6 +79,17 @@ def build_email(message: Message, from_address: str, *, domain: str | None = Non
     return _build(message, sender.header, to, domain)
 
 
+def with_return_path(data: bytes, envelope_from: str | None) -> bytes:
+    """``data`` with a first ``Return-Path: <envelope_from>`` line, as the final MTA writes it on delivery.
+
+    Only for copies that have no envelope (the file outbox's .eml files): a message sent over SMTP
+    carries its envelope sender in MAIL FROM, and RFC 5321 (4.4) has senders not write Return-Path.
+    """
+    if not envelope_from:
+        return data
+    return f"Return-Path: <{envelope_from}>{_CRLF}".encode("ascii") + data
+
+
 def _message_id(message: Message, domain: str) -> str:
     reference = (message.reference or "").replace(":", ".")[:40]
     return f"<{uuid.uuid4().hex}{'.' + reference if reference else ''}@{domain}>"

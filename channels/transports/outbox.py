@@ -24,7 +24,7 @@ from typing import TextIO
 
 from channels.base import Delivery, Message
 from channels.errors import ChannelFatal, MessageRejected
-from channels.transports.mime import build_email
+from channels.transports.mime import build_email, with_return_path
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no room, over quota, over the file-size limit
 
@@ -106,6 +106,7 @@ class FileChannel(_Outbox):
         try:
             if self.name == "email":
                 data, provider_id = build_email(message, self.from_address)
+                data = with_return_path(data, message.envelope_from)  # the file has no envelope: its sender here
             else:
                 data = json.dumps(self._record(message), ensure_ascii=False, indent=2).encode("utf-8")
                 provider_id = stem

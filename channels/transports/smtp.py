@@ -16,6 +16,10 @@ classified by the phase they happen in, and returns the connection (or drops a b
 An address with a non-ASCII mailbox (``иван@почта.рф``) goes out with SMTPUTF8 when the server
 offers it, and is ``AddressNotSupported`` (not bounced) when it does not; a non-ASCII domain alone
 is sent in its IDNA form (``channels.transports.addresses``).
+
+MAIL FROM is the message's ``envelope_from`` when it has one (a campaign email: its touch's
+return address, where reports of a later failure go: ``channels.inbound.bounces``), else the
+configured from address.
 """
 
 from __future__ import annotations
@@ -239,7 +243,8 @@ class SmtpEmailChannel:
                     f"{message.to}: {self._where()} does not support SMTPUTF8, which a mailbox with non-ASCII "
                     "characters needs (RFC 6531); the address is fine, it cannot go through this relay: send "
                     "through one that offers SMTPUTF8", code="smtputf8_unsupported", channel=self.name)
-            delivery = await self._transaction(client, message.to, recipients, data, message_id, utf8)
+            delivery = await self._transaction(client, message.to, recipients, data, message_id, utf8,
+                                               message.envelope_from or self._sender.envelope)
             keep = client
             return delivery
         except (AddressRejected, MessageRejected):
@@ -272,12 +277,12 @@ class SmtpEmailChannel:
             return client
 
     async def _transaction(self, client: aiosmtplib.SMTP | SmtpWire, to: str, recipients: list[str], data: bytes,
-                           message_id: str, utf8: bool) -> Delivery:
+                           message_id: str, utf8: bool, sender: str) -> Delivery:
+        """MAIL FROM ``sender`` (the touch's return address, where bounces go), RCPT TO each recipient, DATA."""
         if isinstance(client, SmtpWire):
-            return await smtp_pipelining.transact(client, self._sender.envelope, to, recipients, data, message_id, utf8,
-                                                  self.name)
+            return await smtp_pipelining.transact(client, sender, to, recipients, data, message_id, utf8, self.name)
         try:
-            await _envelope(client, "MAIL", self._sender.envelope, utf8)
+            await _envelope(client, "MAIL", sender, utf8)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
             raise self._reply_error("MAIL FROM", exc, to) from None

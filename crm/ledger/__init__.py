@@ -1,7 +1,7 @@
 """The ledger: the only writer of the contact history, and the rules it is written by.
 
 It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contact-point status,
-``suppressions``, ``call_tasks``, ``reassignments``, ``campaign_runs``, ``journey_states`` and
+``suppressions``, ``bounces``, ``call_tasks``, ``reassignments``, ``campaign_runs``, ``journey_states``,
 ``access_log`` and ``engagements``; everyone else calls it with plain data.
 
     policy.py      the contact policy as pure decisions over frozen data; every "no" has a reason
@@ -17,6 +17,7 @@ It writes ``touches``, ``touch_events``, ``contact_locks``, ``consents``, contac
     consents.py    the consent ledger: a person's word, for every record of the person
     contacts.py    whether an address may be used, on every record holding it; suppressions
     verdicts.py    what a provider said about an address: bounce, block, opt-out
+    bounces.py     reports that come back after the send: the touch failed, the address bounced (hard) or counted (soft)
     calls.py       call tasks for reps, the outcomes of calls, and reassignments when a rep leaves
     access.py      the access log: who viewed, exported or erased whose data
     journeys.py    each person's place in a journey, leased by one runner at a time

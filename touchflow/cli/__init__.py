@@ -9,6 +9,7 @@
     plan.py        plan show | simulate                  journey.py    journey list | run | status
     inbound.py     inbound poll-imap
     engagement.py  campaign engagement (opens, clicks, delivery per channel)
+    bounces.py     bounces ingest | address
 
 Errors are raised, not printed: ``common.TouchflowGroup`` turns every ``touchflow.errors`` error
 into ``error: …`` and its exit code.
@@ -20,6 +21,7 @@ import typer
 
 from touchflow import __version__
 from touchflow.cli import (
+    bounces,
     campaigns,
     compliance,
     customers,
@@ -50,6 +52,7 @@ GROUPS = {
     "config": project.config_app, "deployments": project.deployments_app,
     "managers": managers.app, "user": users.app, "plan": plan.app, "journey": journey.app,
     "inbound": inbound.app,
+    "bounces": bounces.app,
 }
 COMMANDS = {
     "init": project.init, "demo": project.demo, "serve": project.serve, "stats": database.stats,

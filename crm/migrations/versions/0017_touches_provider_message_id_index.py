@@ -1,7 +1,7 @@
 """touches by provider message id: a reply's In-Reply-To and a provider's callback find their touch by index
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-07 19:30:00.000000
 
 Index only. An email reply names the Message-ID it answers (In-Reply-To, References), which is
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = '0017'
-down_revision = '0015'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
