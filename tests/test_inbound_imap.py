@@ -90,7 +90,7 @@ def test_unseen_replies_are_stored_once_linked_and_marked_seen(engine, mailbox):
                    email("", "no sender at all", message_id="<broken@x>"))
     first = run_json("inbound", "poll-imap", "--once")
     assert first | {"errors": []} == {"mailbox": "INBOX", "unseen": 3, "stored": 2, "duplicates": 0, "linked": 1,
-                                      "auto_replies": 0, "failed": 1, "errors": []}
+                                      "auto_replies": 0, "bounces": 0, "failed": 1, "errors": []}
     assert "no sender address" in first["errors"][0]
     assert len(server.unseen(user, password)) == 1                      # only the unreadable one is left unseen
     rows = inbound(engine)
@@ -174,3 +174,22 @@ def test_the_running_loop_picks_up_a_reply_that_arrives_later_and_stops_on_ctrl_
             loop.kill()
             loop.wait()
     assert [(r.body, r.in_reply_to) for r in inbound(engine)] == [("Пришло позже", sent)]
+
+
+def test_a_bounce_report_in_the_mailbox_fails_its_touch_and_is_no_reply(engine, mailbox):
+    """A delivery status notification read by the poll goes to the bounce handler (matched by the Message-ID)."""
+    from tests.test_bounces import postfix_dsn
+
+    server, user, password, sent, _ = mailbox
+    original = EmailMessage()
+    original["From"], original["To"], original["Subject"] = "shop@touchflow.ru", "u1@mail.ru", "Зимняя скидка"
+    original["Message-ID"] = "<4f1c.touch.1@touchflow.ru>"
+    original.set_content("Скидка 5 %")
+    server.deliver(user, password, postfix_dsn(original.as_bytes(), recipient="u1@mail.ru", headers_only=True,
+                                               to="replies@touchflow.ru"))
+    summary = run_json("inbound", "poll-imap", "--once")
+    assert (summary["unseen"], summary["bounces"], summary["stored"], summary["failed"]) == (1, 1, 0, 0)
+    assert server.unseen(user, password) == [] and inbound(engine) == []
+    with engine.connect() as conn:
+        status = conn.execute(select(touches.c.status, touches.c.error_code).where(touches.c.id == sent)).one()
+    assert tuple(status) == ("failed", "5.1.1") and not verify(engine).problems

@@ -188,3 +188,27 @@ def test_every_inbound_sms_is_a_touch_once_and_stop_is_also_an_opt_out(engine, s
             Consent.__table__.c.customer_id == 2, Consent.__table__.c.source == "sms_keyword")).all()
     assert entries == [(False, "sms_keyword")]
     assert not verify(engine).problems
+
+
+def test_a_bounce_report_posted_as_an_email_fails_its_touch_and_is_no_reply(engine, server, tmp_path):
+    """The inbound route hands a delivery status notification to the bounce handler: never a reply."""
+    from crm.models import ContactPoint
+    from tests.test_bounces import postfix_dsn
+
+    emails = sent_emails(engine, tmp_path)
+    report = postfix_dsn(emails["u2@mail.ru"], recipient="u2@mail.ru", delivered=True)
+    answer = post_email(server, {"raw": report.decode()})
+    assert answer.status_code == 200, answer.text
+    with engine.connect() as conn:
+        bounced = conn.execute(select(touches.c.id, touches.c.status, touches.c.error_code).where(
+            touches.c.address == "u2@mail.ru", touches.c.direction == "out")).one()
+        points = conn.execute(select(ContactPoint.__table__.c.status).where(
+            ContactPoint.__table__.c.value == "u2@mail.ru")).scalars().all()
+    assert answer.json() | {"ok": True} == {"ok": True, "touch_id": bounced.id, "new": True, "kind": "bounce",
+                                             "in_reply_to": None, "linked_by": "verp", "outcome": "recorded",
+                                             "severity": "hard", "status": "5.1.1"}
+    assert (bounced.status, bounced.error_code) == ("failed", "5.1.1") and points == ["bounced"]
+    assert inbound(engine) == []                                                 # not stored as a reply
+    again = post_email(server, {"raw": report.decode()})                        # the provider retries
+    assert (again.json()["kind"], again.json()["outcome"], again.json()["new"]) == ("bounce", "duplicate", False)
+    assert not verify(engine).problems

@@ -73,6 +73,7 @@ class PollSummary:
     duplicates: int = 0
     linked: int = 0
     auto_replies: int = 0
+    bounces: int = 0  # delivery status notifications, handed to the bounce handler (not stored as replies)
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -135,6 +136,10 @@ def _take(engine: Engine, client: imaplib.IMAP4, uid: bytes, summary: PollSummar
     except InboundEmailError as exc:
         summary.failed += 1
         summary.errors.append(f"UID {uid.decode()}: {exc}")
+        return
+    if result.kind == "bounce":
+        summary.bounces += 1
+        _mark_seen(client, uid)
         return
     summary.stored += result.new
     summary.duplicates += not result.new

@@ -1,9 +1,9 @@
 """An incoming email, classified and stored: the one place every inbound email goes through.
 
 The webhook (``POST /inbound/email``) and the mailbox poll (``touchflow inbound poll-imap``) both
-call ``ingest_email``. Today every email is a reply (an automatic one is noted as such); this is
-where other kinds are told apart when they are handled (a delivery status notification to the
-bounce handler), so each source stays a thin reader.
+call ``ingest_email``, so each source stays a thin reader. A delivery status notification goes to
+the bounce handler (``channels.inbound.bounces.handle_bounce``: it fails the touch it reports on
+and never becomes a reply); every other email is a reply (an automatic one is noted as such).
 
 A reply is linked to the touch it answers by the Message-ID it names (In-Reply-To, then
 References newest first) matching that touch's ``provider_message_id``, which is the Message-ID
@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from channels.inbound.bounces import BounceResult, handle_bounce
 from channels.inbound.email import ParsedEmail
 from crm.db import write_tx
 from crm.importing.normalize import normalize_email
 from crm.ledger.inbound import Inbound, record_inbound
 from crm.models import Touch
+from touchflow.settings import Settings
 
 touches = Touch.__table__
 
@@ -37,15 +39,23 @@ _OUR_ID = re.compile(r"^<[0-9a-f]{32}\.touch\.(\d+)@")
 class Ingested:
     """What became of one incoming email."""
 
-    kind: str  # reply, auto_reply
-    touch_id: int
+    kind: str  # reply, auto_reply, bounce
+    touch_id: int | None  # the reply's inbound touch; for a bounce, the touch it reports on (None: unmatched)
     new: bool  # False: the same message was stored before (a webhook retry, a poll after a crash)
     answered: int | None  # the touch it answers
-    linked_by: str  # message-id (its In-Reply-To / References), address (the latest email to it), none
+    linked_by: str  # message-id (its In-Reply-To / References), address (the latest email to it), verp, none
+    bounce: BounceResult | None = None  # what the bounce handler did (recorded, duplicate, forged, unmatched, …)
 
 
-def ingest_email(engine: Engine, parsed: ParsedEmail) -> Ingested:
-    """Classify ``parsed`` and store it as an inbound email touch, once; the transaction commits before returning."""
+def ingest_email(engine: Engine, parsed: ParsedEmail, envelope_to: str | None = None,
+                 settings: Settings | None = None) -> Ingested:
+    """Classify ``parsed`` and store it, once: a bounce through the bounce handler, anything else as an inbound
+    email touch. The transaction commits before returning. ``envelope_to``: the RCPT TO, when the route knows it."""
+    if parsed.raw is not None:
+        bounce = handle_bounce(engine, parsed.raw, envelope_to, settings=settings)
+        if bounce is not None:
+            return Ingested(kind="bounce", touch_id=bounce.touch_id, new=bounce.outcome == "recorded",
+                            answered=None, linked_by=bounce.matched_by or "none", bounce=bounce)
     kind = "auto_reply" if _automatic(parsed) else "reply"
     address = _address(parsed.sender)
     detail = f"{'auto-reply; ' if kind == 'auto_reply' else ''}subject: {parsed.subject}"[:2000]

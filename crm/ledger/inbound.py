@@ -86,11 +86,10 @@ def record_inbound(conn: Connection, message: Inbound) -> tuple[int, bool]:
                channel=message.channel, address=message.address, status="received", detail=message.detail,
                body=message.body, created_at=at, updated_at=at, direction="in",
                in_reply_to=answered.id if answered is not None else None, body_hash=body_hash(message.body),
-               provider_message_id=message.provider_message_id)  # the first event carries it, like the touch
+               provider_message_id=message.provider_message_id)
     try:
         with conn.begin_nested():
             touch_id = insert_touches(conn, [row])[0]
     except IntegrityError:  # the same message, stored by a concurrent delivery of it
         return conn.execute(select(touches.c.id).where(touches.c.claim_key == key)).scalar_one(), False
-    conn.execute(touches.update().where(touches.c.id == touch_id).values(provider_message_id=message.provider_message_id))
     return touch_id, True

@@ -27,7 +27,8 @@ events = TouchEvent.__table__
 TOUCH_COLUMNS = ("claim_key", "person_key", "customer_id", "campaign", "run_id", "offer", "purpose", "channel",
                  "contact_point_id", "address", "address_digest", "status", "reason", "detail", "template",
                  "template_hash", "body", "body_hash", "consent_id", "manager_id", "created_at", "updated_at",
-                 "due_at", "sent_at", "offer_valid_until", "direction", "in_reply_to", "cost")
+                 "due_at", "sent_at", "offer_valid_until", "direction", "in_reply_to", "cost",
+                 "provider_message_id")  # a touch written already handed over carries the provider's id
 EVENT_COLUMNS = ("touch_id", "status", "at", "detail", "reason", "error_code", "error_message",
                  "provider_message_id")
 FIRST_EVENT = ("status", "detail", "reason", "error_code", "error_message", "provider_message_id")
@@ -87,7 +88,7 @@ def insert_touches(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         row["direction"] = row.get("direction") or "out"
     ids = new_ids(conn, touches, len(rows))
     bulk_insert_tuples(conn, touches, ("id", *TOUCH_COLUMNS),
-                       [(touch_id, *[row[name] for name in TOUCH_COLUMNS]) for touch_id, row in zip(ids, rows)])
+                       [(touch_id, *[row.get(name) for name in TOUCH_COLUMNS]) for touch_id, row in zip(ids, rows)])
     bulk_insert(conn, events, EVENT_COLUMNS, first_events(ids, rows))
     return ids
 

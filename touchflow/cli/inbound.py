@@ -69,6 +69,7 @@ def _show(summary: dict, as_json: bool, lines: bool) -> None:
         return
     console.print(f"{summary['mailbox']}: {summary['unseen']} unseen, {summary['stored']} stored "
                   f"({summary['linked']} linked to the touch they answer, {summary['auto_replies']} automatic), "
-                  f"{summary['duplicates']} already stored, {summary['failed']} unreadable", highlight=False)
+                  f"{summary['duplicates']} already stored, {summary['bounces']} bounce reports, "
+                  f"{summary['failed']} unreadable", highlight=False)
     for line in summary["errors"]:
         err_console.print(f"  {line}", highlight=False, soft_wrap=True)

@@ -51,8 +51,12 @@ def router(engine: Engine, settings: Settings) -> APIRouter:
         except ValueError as exc:  # not JSON, or JSON that is not an email (InboundEmailError)
             reason = str(exc) if isinstance(exc, InboundEmailError) else f"the body is not JSON: {exc}"
             return PlainTextResponse(reason, status_code=400)
-        result = await run_in_threadpool(ingest_email, engine, parsed)
-        return JSONResponse({"ok": True, "touch_id": result.touch_id, "new": result.new, "kind": result.kind,
-                             "in_reply_to": result.answered, "linked_by": result.linked_by})
+        result = await run_in_threadpool(ingest_email, engine, parsed, None, settings)
+        answer = {"ok": True, "touch_id": result.touch_id, "new": result.new, "kind": result.kind,
+                  "in_reply_to": result.answered, "linked_by": result.linked_by}
+        if result.bounce is not None:
+            answer.update(outcome=result.bounce.outcome, severity=result.bounce.severity,
+                          status=result.bounce.status)
+        return JSONResponse(answer)
 
     return routes
