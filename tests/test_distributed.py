@@ -218,7 +218,8 @@ def test_an_unreachable_scheduler_is_a_clear_error_and_the_run_ends_failed(tmp_p
 
 PLANTED = {"smtp_password": "planted-smtp-password-1", "twilio_auth_token": "planted-twilio-token-2",
            "telegram_bot_token": "123456:planted-telegram-token-3", "telegram_webhook_secret": "planted-hook-4",
-           "secret_key": "planted-signing-key-5"}
+           "secret_key": "planted-signing-key-5", "inbound_email_secret": "planted-inbound-8",
+           "imap_password": "planted-imap-9"}
 
 
 def _run_on(engine, settings, run_id: str = "r" * 32):
