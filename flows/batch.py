@@ -100,10 +100,11 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
 
     The batch is decided at once, then prepared (rendered and claimed) a slice at a time in a
     thread while the slice before it is being sent, when the sending waits on the network: the
-    network does not wait for the database or the templates. Across batches (and across runs) the person's offer lock decides, so a
-    person's other records end as ``same_person`` or ``cooling_down`` decisions.
+    network does not wait for the database or the templates. Across batches (and across runs) the
+    person's offer lock decides, so a person's other records end as ``same_person`` or
+    ``cooling_down`` decisions.
     """
-    spec, before = run.spec, Counter(run.counts)
+    before = Counter(run.counts)
     with run.engine.connect() as conn:
         candidates = load_candidates(conn, ids)
     run.counts["selected"] += len(candidates)

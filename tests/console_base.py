@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import date
 
 import httpx
-import uvicorn
 from sqlalchemy import select
 
 from crm import accounts
@@ -16,7 +13,7 @@ from crm.importing import import_file
 from crm.ledger import calls
 from crm.models import Customer
 from tests.helpers import write_csv
-from tests.servers import free_port
+from tests.servers import free_port, start_app
 from touchflow.server import create_app
 from touchflow.settings import Settings
 
@@ -57,20 +54,7 @@ def serve(engine, settings: Settings):
     """Start the app on a free port in a thread; return (base URL, a function that stops it and waits)."""
     port = free_port()
     settings = settings.model_copy(update={"public_url": settings.public_url or f"http://127.0.0.1:{port}"})
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-
-    def stop() -> None:  # before the test's database goes: the server seals once more when it stops
-        server.should_exit = True
-        thread.join(10)
-
-    return f"http://127.0.0.1:{port}", stop
+    return f"http://127.0.0.1:{port}", start_app(create_app(engine, settings), port)
 
 
 def login(url: str, name: str, password: str = PASSWORD) -> httpx.Client:

@@ -11,12 +11,46 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from aiosmtpd.controller import Controller
+
+
+def start_app(app: Any, port: int):
+    """Serve an ASGI app with uvicorn on 127.0.0.1:``port`` in a thread; return a function that stops it and waits.
+
+    Stop it before the test's database goes: the touchflow app seals the history once more as it stops.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if server.started:
+            break
+        time.sleep(0.025)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return stop
+
+
+@contextmanager
+def running_app(app: Any, port: int) -> Iterator[str]:
+    """``start_app`` as a context: yields the base URL, stops the server on the way out."""
+    stop = start_app(app, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop()
 
 
 def free_port() -> int:

@@ -10,8 +10,6 @@ import base64
 import email
 import email.policy
 import re
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,7 +19,6 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from channels.tracking import ForgedToken, tracker_for
-from crm.keys import signing_key
 from crm.ledger import engagement
 from crm.ledger.audit import verify
 from crm.models import Customer, Engagement, Touch, TouchEvent
@@ -29,7 +26,7 @@ from crm.privacy import erase
 from flows import engine as campaign_engine
 from flows.spec import CampaignSpec, SpecError, load_spec
 from tests.helpers import run_cli, run_json
-from tests.servers import free_port
+from tests.servers import free_port, running_app
 from tests.test_campaigns import NOON, build_base
 from touchflow.server import create_app
 from touchflow.settings import Settings, reset_settings
@@ -72,21 +69,10 @@ def project(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def server(engine, project):
     """The app on a real port; the base URL is the public URL the campaign's links point at."""
-    import uvicorn
-
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    instance = uvicorn.Server(uvicorn.Config(create_app(engine, Settings(public_url=base, twilio_auth_token=TWILIO)),
-                                             host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    yield base
-    instance.should_exit = True
-    thread.join(5)
+    app = create_app(engine, Settings(public_url=f"http://127.0.0.1:{port}", twilio_auth_token=TWILIO))
+    with running_app(app, port) as base:
+        yield base
 
 
 def spec(**kwargs) -> CampaignSpec:

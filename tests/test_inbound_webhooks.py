@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timezone
 from email.message import EmailMessage
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
@@ -27,7 +25,7 @@ from flows.engine import run_campaign
 from flows.spec import CampaignSpec
 from tests.console_base import PASSWORD, login
 from tests.helpers import run_cli, run_json, write_csv
-from tests.servers import free_port
+from tests.servers import free_port, running_app
 from touchflow.server import create_app
 from touchflow.settings import Settings
 
@@ -44,17 +42,8 @@ def server(engine, tmp_path):
         [c, ch, "marketing", "granted", "2025-01-01"] for c in ("U1", "U2") for ch in ("email", "sms")]))
     port = free_port()
     settings = Settings(public_url=f"http://127.0.0.1:{port}", twilio_auth_token=TOKEN, inbound_email_secret=SECRET)
-    instance = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=port,
-                                             log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(5)
+    with running_app(create_app(engine, settings), port) as base:
+        yield base
 
 
 def inbound(engine) -> list:

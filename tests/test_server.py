@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timezone
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
@@ -20,7 +18,7 @@ from crm.models import Consent, ContactPoint, Touch, TouchEvent
 from flows import engine as campaign_engine
 from flows.spec import CampaignSpec
 from tests.helpers import write_csv
-from tests.servers import free_port
+from tests.servers import free_port, running_app
 from touchflow.server import create_app
 from touchflow.settings import Settings
 
@@ -37,17 +35,8 @@ def server(engine, tmp_path):
     port = free_port()
     settings = Settings(public_url=f"http://127.0.0.1:{port}", twilio_auth_token=TOKEN,
                         telegram_webhook_secret=TG_SECRET, outbox_dir=str(tmp_path / "outbox"))
-    config = uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", settings
-    instance.should_exit = True
-    thread.join(5)
+    with running_app(create_app(engine, settings), port) as base:
+        yield base, settings
 
 
 def ledger(engine, customer: int) -> list[tuple]:

@@ -12,7 +12,6 @@ from datetime import time as clock
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import insert, select
 
 from channels.bot_spec import BotSpecError, load_spec, parse_spec, words
@@ -30,7 +29,7 @@ from crm.ledger.touches import record_touch
 from crm.models import CallTask, Consent, ContactPoint, Manager, Touch, utcnow
 from crm.timeline import person_of, timeline
 from tests.helpers import run_cli, run_json, write_csv
-from tests.servers import TelegramStub, free_port
+from tests.servers import TelegramStub, free_port, running_app
 from touchflow.server import create_app
 from touchflow.settings import Settings
 
@@ -61,19 +60,8 @@ def serving(engine, stub, tmp_path):
     settings = Settings(public_url=f"http://127.0.0.1:{port}", telegram_webhook_secret=SECRET,
                         telegram_transport="telegram", telegram_bot_token=stub.token,
                         telegram_api_base_url=stub.url, outbox_dir=str(tmp_path / "outbox"))
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/telegram/webhook"
-    finally:
-        server.should_exit = True
-        thread.join(5)
+    with running_app(create_app(engine, settings), port) as base:
+        yield f"{base}/telegram/webhook"
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ configured from address.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 

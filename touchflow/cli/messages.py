@@ -10,7 +10,7 @@ from rich.table import Table
 from crm.db import SchemaError, make_engine, require_schema
 from touchflow.cli.common import AsOfOption, JsonOption, as_of, open_database, segment_rule
 from touchflow.console import console, print_json
-from touchflow.errors import ConfigError, InputError, NotFound
+from touchflow.errors import ConfigError, InputError
 from touchflow.settings import get_settings
 
 templates_app = typer.Typer(help="Message templates: list, check every part, preview for a customer.", no_args_is_help=True)
