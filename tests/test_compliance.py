@@ -154,6 +154,31 @@ def test_seal_continues_from_the_newest_seal_and_matches_a_full_recomputation(en
     assert run_json("compliance", "verify")["intact"] is True
 
 
+def _micros(instant: datetime, dialect: str) -> int:
+    """An instant as the chains count it: microseconds since the epoch; on SQLite, whole seconds as its
+    ``strftime('%s')`` gives them (rounded in milliseconds: .9995 s and later count the next second)."""
+    micros = (instant - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    if dialect == "sqlite" and instant.microsecond >= 999500:
+        micros += 1_000_000
+    return micros
+
+
+def test_sqlite_counts_an_instant_at_9995_ms_and_later_in_the_next_second(engine):
+    """The quirk the version-2 chains keep on SQLite (``chains._micros``), pinned so that it cannot drift."""
+    from sqlalchemy import DateTime, cast, literal
+
+    from crm.ledger.audit.chains import _micros as counted
+
+    instants = ["2026-12-07 20:24:39.999870", "2026-12-07 20:24:39.999499", "2026-12-07 20:24:39.000001",
+                "2026-12-07 20:24:39"]
+    with engine.connect() as conn:
+        stored = [literal(text) if engine.dialect.name == "sqlite" else cast(literal(text), DateTime())
+                  for text in instants]                                  # as each database keeps an instant
+        got = [conn.execute(select(counted(value, engine.dialect.name))).scalar_one() for value in stored]
+    parsed = [datetime.fromisoformat(text).replace(tzinfo=timezone.utc) for text in instants]
+    assert got == [_micros(instant, engine.dialect.name) for instant in parsed]
+
+
 def test_chains_hash_each_row_as_its_canonical_json(engine, cli_env, tmp_path):
     """The chains equal a recomputation from the definition: SHA-256(chain + compact JSON array of the row).
 
@@ -171,7 +196,6 @@ def test_chains_hash_each_row_as_its_canonical_json(engine, cli_env, tmp_path):
                         offer="c1", template="winback", channels=["email"], offer_values={"discount_percent": 5})
     campaign_engine.run_campaign(engine, spec, now=NOON, settings=Settings(email_transport="memory"))
     run_json("customer", "erase", "V3", "--yes")                      # an erasure, so that chain has a row
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     definitions = [(name, table, columns, False) for name, (table, columns) in CHAINS.items()]
     definitions += [(name, table, columns, True) for name, (table, columns) in LEGACY_CHAINS.items()]
     for name, table, columns, legacy in definitions:
@@ -182,7 +206,7 @@ def test_chains_hash_each_row_as_its_canonical_json(engine, cli_env, tmp_path):
             if legacy:
                 text = _canonical(dict(zip(columns, row)))
             else:  # instants as microseconds since the epoch, booleans as 0 / 1
-                text = json.dumps([(v - epoch) // timedelta(microseconds=1) if isinstance(v, datetime)
+                text = json.dumps([_micros(v, engine.dialect.name) if isinstance(v, datetime)
                                    else int(v) if isinstance(v, bool) else v for v in row],
                                   ensure_ascii=False, separators=(",", ":")).encode()
             chain = hashlib.sha256(chain.encode() + text).hexdigest()

@@ -118,6 +118,10 @@ def _micros(column: Any, dialect: str) -> Any:
     SQLite keeps instants as text ("2026-11-23 09:00:00.123456", written by ``UTCDateTime``):
     whole seconds from ``strftime('%s')`` plus the six fractional digits. PostgreSQL keeps naive
     UTC timestamps: ``EXTRACT(EPOCH)`` is exact (numeric) since PostgreSQL 14, rounded for older.
+
+    A quirk that version 2 keeps: given a fraction, SQLite works in milliseconds, so an instant at
+    .9995 s or later counts the next whole second (1 instant in 2,000). Every seal on SQLite was
+    made this way and stays checkable; a version 3 would cut the text before its fraction.
     """
     if dialect == "sqlite":
         fraction = case((func.substr(column, 20, 1) == ".", cast(func.substr(column, 21, 6), Integer)), else_=0)
