@@ -118,7 +118,9 @@ async def deliver(run: Run, claimed: list[Claimed], contexts: dict[int, dict], r
 
 
 class Sending:
-    """The streams of one batch, one per channel, fed slice by slice as the batch is claimed."""
+    """The streams of a batch (or of a whole run, ``flows.pipeline``), one per channel, fed slice by slice as
+    touches are claimed. What a touch needs is dropped once it is used (its message once built, its context once
+    it can no longer fall back): a sending that lives for a whole run keeps only its backlog."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -144,9 +146,22 @@ class Sending:
         """A stream has stopped with an error (a lost lease, a database error): no point feeding more."""
         return any(flow.done() and flow.exception() is not None for flow in self.flows)
 
+    @property
+    def backlog(self) -> int:
+        """Claimed touches not yet answered: what the streams have to send before they run dry."""
+        return sum(stream.added - stream.answered for stream in self.streams.values())
+
+    async def backlog_below(self, size: int) -> None:
+        """Wait until fewer than ``size`` claimed touches are left to send (or a stream broke or ended)."""
+        while self.backlog >= size and not self.broken and not all(s.ended for s in self.streams.values()):
+            await asyncio.sleep(0.01)
+
     def feed(self, claimed: list[Claimed], contexts: dict[int, dict], rendered: dict) -> None:
-        """Hand more claimed touches to their channels' streams (started on first use)."""
-        self.contexts.update(contexts)
+        """Hand more claimed touches to their channels' streams (started on first use); a context is kept only
+        for a touch that may fall back to another channel (``_fall_back`` renders it again)."""
+        if self.run.spec.fallback:
+            self.contexts.update((c.decision.customer_id, contexts[c.decision.customer_id]) for c in claimed
+                                 if c.decision.fallbacks and c.decision.customer_id in contexts)
         self.rendered.update(rendered)
         by_channel: dict[str, list[Claimed]] = {}
         for item in claimed:
@@ -154,7 +169,8 @@ class Sending:
         for name, items in by_channel.items():
             if name not in self.streams:
                 channel = channel_for(self.run, name)
-                self.streams[name] = Stream(self.run, channel, name, self.rendered, concurrency(self.run, channel)[0])
+                self.streams[name] = Stream(self.run, channel, name, self.rendered, concurrency(self.run, channel)[0],
+                                            self.contexts)
                 self.flows.append(asyncio.ensure_future(self.streams[name].flow()))
             self.streams[name].add(items)
 
@@ -192,12 +208,15 @@ class Stream:
     recorded: about two chunks (``CHUNK_SECONDS`` of sending each).
     """
 
-    def __init__(self, run: Run, channel: Channel, name: str, rendered: dict, connections: int) -> None:
+    def __init__(self, run: Run, channel: Channel, name: str, rendered: dict, connections: int,
+                 contexts: dict | None = None) -> None:
         self.run, self.channel, self.name, self.rendered, self.connections = run, channel, name, rendered, connections
+        self.contexts = {} if contexts is None else contexts  # of touches that may fall back, until answered
         self.began: float | None = None  # when the first message was handed over
-        self.items: list[Claimed] = []
+        self.items: list[Claimed] = []  # added and not yet marked
+        self.added = 0
         self.closed = False
-        self.position, self.size = 0, CHUNK_FIRST
+        self.size = CHUNK_FIRST
         self.known = run.paces.get(name)  # the batch before's pace: no slow start, no measuring again
         if self.known:
             self.size = self.known[0]
@@ -210,6 +229,7 @@ class Stream:
 
     def add(self, items: list[Claimed]) -> None:
         self.items.extend(items)
+        self.added += len(items)
         self.wake.set()
 
     def close(self) -> None:
@@ -223,7 +243,7 @@ class Stream:
 
     @property
     def ended(self) -> bool:
-        return self.fatal is not None or (self.closed and self.answered >= len(self.items))
+        return self.fatal is not None or (self.closed and self.answered >= self.added)
 
     @property
     def waits_on_network(self) -> bool:
@@ -260,9 +280,9 @@ class Stream:
     async def _ready(self) -> bool:
         """Wait until there is a chunk to mark (True) or the stream has ended (False)."""
         while self.fatal is None:
-            if self.position < len(self.items) and self.queue.qsize() <= self.size // 2:
+            if self.items and self.queue.qsize() <= self.size // 2:
                 return True
-            if self.closed and self.position >= len(self.items):
+            if self.closed and not self.items:
                 return False
             self.wake.clear()
             await self.wake.wait()
@@ -285,8 +305,8 @@ class Stream:
         self.paced = (self.answered, now)
         if self.measured and self.answered - answered >= self.connections:  # a pace worth keeping for the next batch
             self.run.paces[self.name] = (self.size, self.waits_on_network)
-        chunk = self.items[self.position:self.position + self.size]
-        self.position += len(chunk)
+        chunk = self.items[:self.size]
+        del self.items[:self.size]
         return chunk
 
     def _mark(self, chunk: list[Claimed], earlier: list[dict[str, Any]]) -> tuple[list, int, int]:
@@ -298,6 +318,9 @@ class Stream:
         items = [item for item in chunk if item.touch_id in moved]  # others were settled by another run meanwhile
         tracker = _tracker(run) if self.name == "email" else None
         messages = [_message(run, item, _rendered_for(self.rendered, item.decision), tracker) for item in items]
+        for item in chunk:  # built (or lost to another run): the rendered text is not needed again
+            if self.rendered.pop((item.decision.customer_id, item.decision.channel), None) is None:
+                self.rendered.pop(item.decision.customer_id, None)
         failed = _attach_documents(run, items, messages) if run.spec.document else 0
         prebuild = getattr(self.channel, "prebuild", None)  # email: the bytes built here, not on the sending loop
         if prebuild is not None and self.waits_on_network:
@@ -325,12 +348,15 @@ class Stream:
                 self.fatal = result
             if isinstance(result, PermanentError) and self.run.spec.fallback and item.decision.fallbacks:
                 self.fallbacks.append((item, result, failure))  # recorded once its locks have moved to the fallback
-            else:
-                self.outcomes.append(failure)
-            return
-        self.outcomes.append({"touch_id": item.touch_id, "status": "sent", "provider_message_id": result.provider_id,
-                              "detail": (f"refused: {result.refused}" if result.refused else None)})
-        self.run.counts[f"sent:{self.name}"] += 1
+                return
+            self.outcomes.append(failure)
+        else:
+            self.outcomes.append({"touch_id": item.touch_id, "status": "sent",
+                                  "provider_message_id": result.provider_id,
+                                  "detail": (f"refused: {result.refused}" if result.refused else None)})
+            self.run.counts[f"sent:{self.name}"] += 1
+        if item.decision.fallbacks:  # it will not fall back: its context is not needed
+            self.contexts.pop(item.decision.customer_id, None)
 
 
 def _attach_documents(run: Run, items: list[Claimed], messages: list[Message]) -> int:

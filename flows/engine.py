@@ -1,9 +1,9 @@
 """The campaign engine as plain functions: start → deferred → batches → finish, with or without Prefect.
 
 Its stages live in ``flows.run`` (a run's lease and summary), ``flows.batch`` (decide, render,
-claim), ``flows.delivery`` (send and record) and ``flows.workers`` (batches in several
-processes); ``run_campaign`` chains them, and the Prefect flows (``flows.campaign``) do the same
-with one task per batch. Tests call the stages directly.
+claim), ``flows.delivery`` (send and record), ``flows.pipeline`` (a run's batches overlapping in
+one process) and ``flows.workers`` (batches in several processes); ``run_campaign`` chains them,
+and the Prefect flows (``flows.campaign``) do the same with one task per batch. Tests call the stages directly.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from flows.batch import process_batch, process_deferred, segment_pages
 from flows.delivery import channel_for
+from flows.pipeline import process_pages
 from flows.run import Run, RunRef, finish, start
 from flows.spec import CampaignSpec
 from flows.workers import run_in_workers
@@ -31,7 +32,8 @@ def run_campaign(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, n
     """Run a campaign without Prefect (the flow does the same with one task per batch).
 
     ``workers`` > 1 shares the batches among that many processes (the database keeps them from
-    contacting anyone twice, as it does for any concurrent runs).
+    contacting anyone twice, as it does for any concurrent runs); in one process the batches run as
+    one pipeline (``flows.pipeline``): no batch waits for the one before it to be sent.
     """
     run = start(engine, spec, dry_run=dry_run, now=now, as_of=as_of, settings=settings)
     if progress is not None:
@@ -41,9 +43,7 @@ def run_campaign(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, n
         if workers > 1 and not dry_run:
             run_in_workers(run, page_size, workers)
         else:
-            for page in segment_pages(run, page_size):
-                process_batch(run, page)
-                run.advance(len(page))
+            process_pages(run, segment_pages(run, page_size))  # the next page prepared while this one is sent
     except BaseException:
         finish(run, "failed")
         raise

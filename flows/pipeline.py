@@ -1,0 +1,113 @@
+"""A run's batches in one process as one pipeline: the next batch is read, decided and claimed while this one is sent.
+
+``process_batch`` sends a batch and waits for its last answer before the next batch is read, so
+each batch boundary leaves the network idle while the next page is read, decided and its first
+slice claimed (about a second a batch at 64 connections to a relay 10 ms away). ``process_pages``
+keeps one ``Sending`` (its streams, their connections and window) for all the run's batches:
+once a batch's touches are claimed, the next page is read, decided and claimed in a thread while
+the streams send the claimed backlog; preparing waits while more than ``AHEAD`` claimed touches
+are still to be sent (memory and claims stay bounded). The crash rules are the streams' own: a
+touch is committed ``sending`` before it is handed over and its outcome recorded after; a touch
+claimed and not yet marked when the process dies is released by the next run (``reap``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+
+from crm.db import HISTORY_TABLES, refresh_statistics
+from crm.ledger.arbitration import Terms
+from crm.ledger.claims import load_candidates
+from crm.ledger.policy import Candidate, Decision
+from flows.batch import FIRST_SLICE, SLICE, _feed, _prepare, _ramped, _terms, decide_batch, dedupe_persons, \
+    process_batch
+from flows.delivery import Sending
+from flows.run import Run
+
+AHEAD = 2 * SLICE  # claimed touches still to send beyond which the next slice waits to be prepared
+
+
+def process_pages(run: Run, pages: Iterable[list[int]]) -> None:
+    """Decide, claim, send and record every page of the run, the next page prepared while this one is sent.
+
+    A dry run sends nothing, so it goes page by page (``process_batch``).
+    """
+    if run.dry_run:
+        for page in pages:
+            process_batch(run, page)
+            run.advance(len(page))
+        return
+    if run.runner is None:
+        run.runner = asyncio.Runner()
+    run.runner.run(_pipeline(run, iter(pages)))
+
+
+async def _pipeline(run: Run, pages: Iterator[list[int]]) -> None:
+    """One sending for every batch: each page is selected and claimed beside the sending of the ones before."""
+    sending = Sending(run)
+    try:
+        while not sending.broken:
+            await sending.measured()  # does the sending wait on the network? (learnt on the first page, then known)
+            await sending.backlog_below(AHEAD if sending.waits_on_network else 1)  # see _claim_and_feed
+            selected = await _off(sending, _select, run, pages)
+            if selected is None:
+                return
+            page, candidates, decisions, terms = selected
+            await _claim_and_feed(run, sending, candidates, decisions, terms)
+            await _off(sending, refresh_statistics, run.engine, HISTORY_TABLES)  # the run's rows outgrow the planner
+            run.advance(len(page))
+    finally:
+        await sending.finish()
+
+
+async def _off(sending: Sending, function, *args):
+    """``function(*args)`` in a thread while the sending waits on the network, else here (a thread would only take
+    the processor from the sending)."""
+    return await asyncio.to_thread(function, *args) if sending.waits_on_network else function(*args)
+
+
+def _select(run: Run, pages: Iterator[list[int]]) -> tuple[list[int], list[Candidate], list[Decision], Terms] | None:
+    """The next page, its candidates, their decisions and the terms they are claimed under; None after the last."""
+    page = next(pages, None)
+    if page is None:
+        return None
+    with run.engine.connect() as conn:
+        candidates = load_candidates(conn, page)
+    run.counts["selected"] += len(candidates)
+    decisions = decide_batch(run, candidates)
+    dedupe_persons(decisions)
+    terms = _terms(run, candidates, [d for d in decisions if d.action != "skip"])
+    return page, candidates, decisions, terms
+
+
+async def _claim_and_feed(run: Run, sending: Sending, candidates: list[Candidate], decisions: list[Decision],
+                          terms: Terms) -> None:
+    """Claim a batch slice by slice and hand each to the sending. Before anything is sent, a small first slice
+    (the network waits for it) and a few answers to learn the pace; then, on a network that waits, each slice in a
+    thread once the backlog is down to ``AHEAD``; on a fast one, the rest at once here (and the next page once this
+    one is sent, as ``process_batch`` does: everything runs on this one thread, so running ahead gains nothing and
+    would only take claims from concurrent runs)."""
+    if not sending.streams:
+        first, decisions = decisions[:FIRST_SLICE], decisions[FIRST_SLICE:]
+        _feed(run, sending, _prepare(run, candidates, first, terms))
+        if decisions and not sending.broken:
+            await sending.measured()
+    if not decisions or sending.broken:
+        return
+    if not sending.waits_on_network:
+        _feed(run, sending, _prepare(run, candidates, decisions, terms))
+        return
+    for part in _ramped(decisions) if sending.backlog < FIRST_SLICE else _slices(decisions):
+        await sending.backlog_below(AHEAD)
+        if sending.broken:
+            return
+        _feed(run, sending, await asyncio.to_thread(_prepare, run, candidates, part, terms))
+
+
+def _slices(decisions: list[Decision]) -> list[list[Decision]]:
+    """Slices of ``SLICE``: with a backlog to send, the next slice need not start small."""
+    return [decisions[i:i + SLICE] for i in range(0, len(decisions), SLICE)]
+
+
+__all__ = ["AHEAD", "process_pages"]
