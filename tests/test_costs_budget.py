@@ -172,7 +172,7 @@ def test_one_run_in_two_worker_processes_keeps_its_budget(engine, db_url, tmp_pa
 
     from flows.engine import run_campaign
 
-    build(engine, tmp_path, 40)
+    build(engine, tmp_path, 400)  # 100 batches: the second process starts while batches remain (40 were not enough)
     the_spec = CampaignSpec(name="pooled", rule={"attribute": "target", "equals": "yes"}, purpose="marketing",
                             offer="pooled-1", template="winback", channels=["sms"], budget=21, prices={"sms": 2},
                             policy={"quiet_hours": "off"}, offer_values={"discount_percent": 5})
@@ -180,6 +180,6 @@ def test_one_run_in_two_worker_processes_keeps_its_budget(engine, db_url, tmp_pa
                            settings=Settings(sms_transport="file", outbox_dir=str(tmp_path / "out"), send_attempts=1,
                                              database_url=db_url, min_gap_hours=0))
     assert len(summary["other"]["batches_by_worker"]) == 2  # both processes claimed
-    assert summary["channels"] == {"sms": {"sent": 10}} and summary["not_contacted"] == {"budget_exhausted": 30}
+    assert summary["channels"] == {"sms": {"sent": 10}} and summary["not_contacted"] == {"budget_exhausted": 390}
     with engine.connect() as conn:
         assert budget.spent(conn, "pooled") == Decimal(20)
