@@ -18,6 +18,7 @@ from tests import console_base
 from tests.console_base import EVIL, PASSWORD, csrf, login
 from tests.helpers import run_cli, run_json
 from touchflow.server import create_app
+from touchflow.server.console.view import today_in
 from touchflow.settings import Settings
 
 
@@ -130,7 +131,7 @@ def test_a_rep_records_a_callback_and_tomorrows_queue_changes_another_rep_gets_4
     refused = anna.post(f"/calls/{task}/outcome", data={"outcome": "callback", "callback_on": "2020-01-01",
                                                         "csrf": token})
     assert refused.status_code == 400 and task_row(engine, task).status == "open"
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    tomorrow = (today_in(Settings().default_timezone) + timedelta(days=1)).isoformat()  # the business's day
     saved = anna.post(f"/calls/{task}/outcome", data={"outcome": "callback", "callback_on": tomorrow, "note": "после 18",
                                                       "csrf": token})
     assert saved.status_code == 303 and task_row(engine, task).outcome == "callback"

@@ -7,7 +7,7 @@ missing browser fails instead of skipping. ``TOUCHFLOW_TEST_SCREENSHOTS=DIR`` ke
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -19,6 +19,7 @@ from crm.models import CallTask
 from tests import console_base
 from tests.browser import browser, screenshot  # noqa: F401  (the fixture)
 from tests.console_base import PASSWORD
+from touchflow.server.console.view import today_in
 from touchflow.settings import Settings
 
 
@@ -49,7 +50,7 @@ def test_a_rep_records_a_callback_and_the_call_leaves_todays_queue(browser, site
     rows[0].find_element(By.TAG_NAME, "a").click()
     assert "Скрипт для A1" in browser.find_element(By.CSS_SELECTOR, "[data-testid=script]").text
     Select(browser.find_element(By.ID, "outcome")).select_by_value("callback")
-    tomorrow = date.today() + timedelta(days=1)
+    tomorrow = today_in(Settings().default_timezone) + timedelta(days=1)  # the business's day, not UTC's
     browser.execute_script("document.getElementById('callback_on').value = arguments[0]", tomorrow.isoformat())
     browser.find_element(By.ID, "note").send_keys("перезвонить после 18:00")
     screenshot(browser, "call")
