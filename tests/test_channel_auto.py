@@ -50,11 +50,8 @@ def test_a_purchase_is_credited_to_the_last_touch_before_it_within_the_window():
     assert tally(sent, bought, {3}, 14) == {"email": Record(2, 1), "sms": Record(1, 1)}  # a reply answers too
 
 
-def build(engine, tmp_path: Path) -> dict[str, int]:
-    """Eight customers with email and phone (consent for both); history: A0–A3 bought after emails, never after
-    SMS; B4–B7 after SMS (B7 wrote back instead), never after emails. Returns external id → customer id."""
-    rows = [[f"{'A' if i in EMAIL_PEOPLE else 'B'}{i}", f"Клиент {i}", "Ян", "Europe/Moscow", f"c{i}@mail.ru",
-             f"+7916200{i:04d}", "yes"] for i in range(8)]
+def import_people(engine, tmp_path, rows: list[list[str]]) -> None:
+    """Import customers (id, name, first name, zone, email, phone, target) with marketing consent for email and SMS."""
     consents = [[row[0], channel, "marketing", "granted", "2025-01-01 10:00"] for row in rows
                 for channel in ("email", "sms")]
     import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "first_name", "timezone",
@@ -62,6 +59,14 @@ def build(engine, tmp_path: Path) -> dict[str, int]:
     import_file(engine, "consents", write_csv(tmp_path / "k.csv", ["customer", "channel", "purpose", "status", "at"],
                                               consents))
     refresh_persons(engine)
+
+
+def build(engine, tmp_path: Path) -> dict[str, int]:
+    """Eight customers with email and phone (consent for both); history: A0–A3 bought after emails, never after
+    SMS; B4–B7 after SMS (B7 wrote back instead), never after emails. Returns external id → customer id."""
+    rows = [[f"{'A' if i in EMAIL_PEOPLE else 'B'}{i}", f"Клиент {i}", "Ян", "Europe/Moscow", f"c{i}@mail.ru",
+             f"+7916200{i:04d}", "yes"] for i in range(8)]
+    import_people(engine, tmp_path, rows)
     with engine.connect() as conn:
         ids = dict(conn.execute(select(Customer.__table__.c.external_id, Customer.__table__.c.id)).all())
     purchases = []
@@ -138,13 +143,7 @@ def test_at_equal_prices_each_follows_their_own_response(engine, tmp_path):
 def test_a_cheaper_channel_wins_among_people_with_the_same_history(engine, tmp_path):
     rows = [[f"N{i}", f"Клиент {i}", "Ян", "Europe/Moscow", f"n{i}@mail.ru", f"+7916300{i:04d}", "yes"]
             for i in range(4)]
-    consents = [[row[0], channel, "marketing", "granted", "2025-01-01 10:00"] for row in rows
-                for channel in ("email", "sms")]
-    import_file(engine, "customers", write_csv(tmp_path / "c.csv", ["external_id", "name", "first_name", "timezone",
-                                                                    "email", "phone", "attr.target"], rows))
-    import_file(engine, "consents", write_csv(tmp_path / "k.csv", ["customer", "channel", "purpose", "status", "at"],
-                                              consents))
-    refresh_persons(engine)
+    import_people(engine, tmp_path, rows)
     with engine.connect() as conn:
         ids = conn.execute(select(Customer.__table__.c.id).order_by(Customer.__table__.c.id)).scalars().all()
     with write_tx(engine) as conn:  # everyone: one email and one SMS, each followed by a purchase
