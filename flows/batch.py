@@ -105,20 +105,26 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     ``cooling_down`` decisions.
     """
     before = Counter(run.counts)
-    with run.engine.connect() as conn:
-        candidates = load_candidates(conn, ids)
-    run.counts["selected"] += len(candidates)
-    decisions = decide_batch(run, candidates)
-    dedupe_persons(decisions)
+    candidates, decisions = select_page(run, ids)
     if run.dry_run:
         _dry_run(run, candidates, decisions)
         return dict(run.counts - before)
     if run.runner is None:
         run.runner = asyncio.Runner()
-    terms = _terms(run, candidates, [d for d in decisions if d.action != "skip"])  # rivals looked up once a batch
+    terms = terms_for(run, candidates, decisions)  # rivals looked up once a batch
     run.runner.run(_prepare_and_send(run, candidates, decisions, terms))
     refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
     return dict(run.counts - before)
+
+
+def select_page(run: Run, ids: list[int]) -> tuple[list[Candidate], list[Decision]]:
+    """A page's candidates (counted as selected) and their decisions, one touch per person."""
+    with run.engine.connect() as conn:
+        candidates = load_candidates(conn, ids)
+    run.counts["selected"] += len(candidates)
+    decisions = decide_batch(run, candidates)
+    dedupe_persons(decisions)
+    return candidates, decisions
 
 
 def decide_batch(run: Run, candidates: list[Candidate]) -> list[Decision]:
@@ -168,13 +174,13 @@ async def _prepare_and_send(run: Run, candidates: list[Candidate], decisions: li
     sending = Sending(run)
     first, rest = decisions[:FIRST_SLICE], decisions[FIRST_SLICE:]
     try:
-        _feed(run, sending, _prepare(run, candidates, first, terms))
+        feed(run, sending, prepare_slice(run, candidates, first, terms))
         if rest and not sending.broken:
             await sending.measured()  # is the network or the processor the limit? (a few round trips)
             if sending.waits_on_network:
                 await _beside_the_sending(run, sending, candidates, rest, terms)
             else:
-                _feed(run, sending, _prepare(run, candidates, rest, terms))
+                feed(run, sending, prepare_slice(run, candidates, rest, terms))
     finally:
         await sending.finish()
 
@@ -182,22 +188,22 @@ async def _prepare_and_send(run: Run, candidates: list[Candidate], decisions: li
 async def _beside_the_sending(run: Run, sending: Sending, candidates: list[Candidate], decisions: list[Decision],
                               terms: Terms) -> None:
     """Each slice prepared in a thread while the one before it is being sent."""
-    slices = _ramped(decisions)
-    pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, slices[0], terms))
+    slices = ramped(decisions)
+    pending = asyncio.ensure_future(asyncio.to_thread(prepare_slice, run, candidates, slices[0], terms))
     try:
         for following in [*slices[1:], None]:
             prepared = await pending
             pending = None
-            _feed(run, sending, prepared)
+            feed(run, sending, prepared)
             if following is None or sending.broken:
                 return
-            pending = asyncio.ensure_future(asyncio.to_thread(_prepare, run, candidates, following, terms))
+            pending = asyncio.ensure_future(asyncio.to_thread(prepare_slice, run, candidates, following, terms))
     finally:
         if pending is not None:  # a slice claimed after sending stopped: the run's end settles it
             await asyncio.wait([pending])
 
 
-def _ramped(decisions: list[Decision]) -> list[list[Decision]]:
+def ramped(decisions: list[Decision]) -> list[list[Decision]]:
     """Slices twice the size of the one before (from twice the first slice) up to ``SLICE``: each is prepared while
     the one before it is sent, so the first ones are small, or the network would wait for them."""
     slices, start, size = [], 0, 2 * FIRST_SLICE
@@ -207,12 +213,12 @@ def _ramped(decisions: list[Decision]) -> list[list[Decision]]:
     return slices
 
 
-def _feed(run: Run, sending: Sending, prepared: Prepared) -> None:
+def feed(run: Run, sending: Sending, prepared: Prepared) -> None:
     run.counts.update(prepared.counts)
     sending.feed(prepared.ready, prepared.contexts, prepared.rendered)
 
 
-def _prepare(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> Prepared:
+def prepare_slice(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> Prepared:
     """Render and claim a slice; record its decisions not to contact (in a thread: nothing shared is changed)."""
     spec, out = run.spec, Prepared()
     out.contexts = _contexts(run, [d.customer_id for d in decisions if d.action != "skip"])
@@ -260,15 +266,16 @@ def _dry_run(run: Run, candidates: list[Candidate], decisions: list[Decision]) -
         if len(run.samples) < SAMPLE_SIZE:
             run.samples.append({"customer_id": decision.customer_id, "channel": decision.channel,
                                 "address": decision.address, "subject": message.subject, "text": message.text})
-    _preview(run, go, rows_go, _terms(run, candidates, go))
+    _preview(run, go, rows_go, terms_for(run, candidates, go))
 
 
-def _terms(run: Run, candidates: list[Candidate], go: list[Decision]) -> Terms:
-    """What this batch claims under: the run's offer, group, policy and priority, and its rivals' wants."""
+def terms_for(run: Run, candidates: list[Candidate], decisions: list[Decision]) -> Terms:
+    """What this batch's decisions to contact claim under: the run's offer, group, policy and priority, and its
+    rivals' wants."""
     spec = run.spec
     if run.due_rivals is None:
         run.due_rivals = _due_rivals(run)
-    wanted = {d.customer_id for d in go}
+    wanted = {d.customer_id for d in decisions if d.action != "skip"}
     rivals = batch_rivals(run.engine, run.due_rivals, [c for c in candidates if c.customer_id in wanted],
                           as_of=run.as_of, now=run.now, base=default_policy(run.settings))
     return Terms(campaign=spec.name, offer=spec.offer, purpose=spec.purpose, policy=run.policy, run_id=run.run_id,

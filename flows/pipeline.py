@@ -4,28 +4,33 @@
 each batch boundary leaves the network idle while the next page is read, decided and its first
 slice claimed (about a second a batch at 64 connections to a relay 10 ms away). ``process_pages``
 keeps one ``Sending`` (its streams, their connections and window) for all the run's batches:
-once a batch's touches are claimed, the next page is read, decided and claimed in a thread while
-the streams send the claimed backlog; preparing waits while more than ``AHEAD`` claimed touches
-are still to be sent (memory and claims stay bounded). The crash rules are the streams' own: a
-touch is committed ``sending`` before it is handed over and its outcome recorded after; a touch
-claimed and not yet marked when the process dies is released by the next run (``reap``).
+once a batch's touches are claimed, the next page is read, decided and claimed while the streams
+send the claimed backlog; preparing waits while more than ``AHEAD`` claimed touches are still to
+be sent (memory and claims stay bounded). The pages after the first are prepared in a second
+process (``flows.preparer``), so that preparing does not take the processor from the sending;
+without one (an in-memory database, ``prepare_apart`` off), in a thread while the sending waits on
+the network, else here. The crash rules are the streams' own: a touch is committed ``sending``
+before it is handed over and its outcome recorded after; a touch claimed and not yet marked when
+the process dies is released by the next run (``reap``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from itertools import chain
 from collections.abc import Iterable, Iterator
 
 from crm.db import HISTORY_TABLES, refresh_statistics
 from crm.ledger.arbitration import Terms
-from crm.ledger.claims import load_candidates
 from crm.ledger.policy import Candidate, Decision
-from flows.batch import FIRST_SLICE, SLICE, _feed, _prepare, _ramped, _terms, decide_batch, dedupe_persons, \
-    process_batch
+from flows.batch import FIRST_SLICE, SLICE, feed, prepare_slice, process_batch, ramped, select_page, terms_for
 from flows.delivery import Sending
+from flows.preparer import Preparer, can_prepare_apart
 from flows.run import Run
 
 AHEAD = 2 * SLICE  # claimed touches still to send beyond which the next slice waits to be prepared
+AHEAD_APART = 3 * SLICE  # the same with a preparer, which prepares a whole page (5,000) at a time
+HEAD = 1000  # customers of the first page prepared here while the preparer starts (about a second)
 
 
 def process_pages(run: Run, pages: Iterable[list[int]]) -> None:
@@ -44,21 +49,41 @@ def process_pages(run: Run, pages: Iterable[list[int]]) -> None:
 
 
 async def _pipeline(run: Run, pages: Iterator[list[int]]) -> None:
-    """One sending for every batch: each page is selected and claimed beside the sending of the ones before."""
-    sending = Sending(run)
+    """One sending for every batch, each page prepared beside the sending of the ones before: in the preparer when
+    the run has more than one page and there can be one (it starts with the run; meanwhile the first ``HEAD``
+    customers are prepared here, so that the network does not wait for it), else here."""
+    sending, preparer, first = Sending(run), None, True
     try:
         while not sending.broken:
             await sending.measured()  # does the sending wait on the network? (learnt on the first page, then known)
-            await sending.backlog_below(AHEAD if sending.waits_on_network else 1)  # see _claim_and_feed
-            selected = await _off(sending, _select, run, pages)
-            if selected is None:
+            await sending.backlog_below(AHEAD_APART if preparer else AHEAD if sending.waits_on_network else 1)
+            page = await _off(sending, next, pages, None)
+            if page is None:
                 return
-            page, candidates, decisions, terms = selected
-            await _claim_and_feed(run, sending, candidates, decisions, terms)
-            await _off(sending, refresh_statistics, run.engine, HISTORY_TABLES)  # the run's rows outgrow the planner
+            if first and can_prepare_apart(run, len(page)):
+                preparer = Preparer(run)
+                page, rest = page[:HEAD], page[HEAD:]
+                pages = chain([piece for piece in (rest[:HEAD], rest[HEAD:]) if piece], pages)
+            prepared = await preparer.page(page) if preparer and not first else None
+            if prepared is not None:
+                feed(run, sending, prepared)
+            else:
+                await _here(run, sending, page)
             run.advance(len(page))
+            first = False
     finally:
-        await sending.finish()
+        try:
+            await sending.finish()
+        finally:
+            if preparer is not None:
+                preparer.close()
+
+
+async def _here(run: Run, sending: Sending, page: list[int]) -> None:
+    """Prepare a page in this process (in threads while the sending waits on the network) and feed it slice by slice."""
+    candidates, decisions, terms = await _off(sending, _select, run, page)
+    await _claim_and_feed(run, sending, candidates, decisions, terms)
+    await _off(sending, refresh_statistics, run.engine, HISTORY_TABLES)  # the run's own rows outgrow the planner
 
 
 async def _off(sending: Sending, function, *args):
@@ -67,18 +92,10 @@ async def _off(sending: Sending, function, *args):
     return await asyncio.to_thread(function, *args) if sending.waits_on_network else function(*args)
 
 
-def _select(run: Run, pages: Iterator[list[int]]) -> tuple[list[int], list[Candidate], list[Decision], Terms] | None:
-    """The next page, its candidates, their decisions and the terms they are claimed under; None after the last."""
-    page = next(pages, None)
-    if page is None:
-        return None
-    with run.engine.connect() as conn:
-        candidates = load_candidates(conn, page)
-    run.counts["selected"] += len(candidates)
-    decisions = decide_batch(run, candidates)
-    dedupe_persons(decisions)
-    terms = _terms(run, candidates, [d for d in decisions if d.action != "skip"])
-    return page, candidates, decisions, terms
+def _select(run: Run, page: list[int]) -> tuple[list[Candidate], list[Decision], Terms]:
+    """A page's candidates, their decisions and the terms they are claimed under."""
+    candidates, decisions = select_page(run, page)
+    return candidates, decisions, terms_for(run, candidates, decisions)
 
 
 async def _claim_and_feed(run: Run, sending: Sending, candidates: list[Candidate], decisions: list[Decision],
@@ -90,19 +107,19 @@ async def _claim_and_feed(run: Run, sending: Sending, candidates: list[Candidate
     would only take claims from concurrent runs)."""
     if not sending.streams:
         first, decisions = decisions[:FIRST_SLICE], decisions[FIRST_SLICE:]
-        _feed(run, sending, _prepare(run, candidates, first, terms))
+        feed(run, sending, prepare_slice(run, candidates, first, terms))
         if decisions and not sending.broken:
             await sending.measured()
     if not decisions or sending.broken:
         return
     if not sending.waits_on_network:
-        _feed(run, sending, _prepare(run, candidates, decisions, terms))
+        feed(run, sending, prepare_slice(run, candidates, decisions, terms))
         return
-    for part in _ramped(decisions) if sending.backlog < FIRST_SLICE else _slices(decisions):
+    for part in ramped(decisions) if sending.backlog < FIRST_SLICE else _slices(decisions):
         await sending.backlog_below(AHEAD)
         if sending.broken:
             return
-        _feed(run, sending, await asyncio.to_thread(_prepare, run, candidates, part, terms))
+        feed(run, sending, await asyncio.to_thread(prepare_slice, run, candidates, part, terms))
 
 
 def _slices(decisions: list[Decision]) -> list[list[Decision]]:
@@ -110,4 +127,4 @@ def _slices(decisions: list[Decision]) -> list[list[Decision]]:
     return [decisions[i:i + SLICE] for i in range(0, len(decisions), SLICE)]
 
 
-__all__ = ["AHEAD", "process_pages"]
+__all__ = ["AHEAD", "AHEAD_APART", "process_pages"]

@@ -49,6 +49,7 @@ def listening(listener: Callable[[int, int | None], None]) -> Iterator[None]:
     finally:
         PROGRESS.remove(listener)
 BATCH_BY = "batch_by:"  # a count key: "batch_by:host:pid" is one batch that process ran (``flows.workers``)
+PREPARED_BY = "prepared_by:"  # a count key: "prepared_by:host:pid" is one page that process prepared (``flows.preparer``)
 
 
 def freeze(value: Any) -> Any:
@@ -215,12 +216,15 @@ def summarise(run: Run) -> dict[str, Any]:
     """The run's summary: from the history for a real run, from this process's counts for a dry one."""
     base = {"campaign": run.spec.name, "run_id": run.run_id, "dry_run": run.dry_run, "offer": run.spec.offer,
             "purpose": run.spec.purpose, "samples": run.samples}
-    extra = {k: v for k, v in sorted(run.counts.items()) if not k.startswith(("skipped:", "selected", BATCH_BY))
+    extra = {k: v for k, v in sorted(run.counts.items())
+             if not k.startswith(("skipped:", "selected", BATCH_BY, PREPARED_BY))
              and (run.dry_run or ":" not in k or k.startswith(("fallback:", "duplicated:", "deferred_sent:",
                                                                             "lost_claim:")))}
-    by_worker = {k[len(BATCH_BY):]: v for k, v in sorted(run.counts.items()) if k.startswith(BATCH_BY)}
-    if by_worker:  # which process (host:pid) ran how many batches: the split among a pool or a Dask cluster
-        extra["batches_by_worker"] = by_worker
+    # which process (host:pid) ran how many batches (a pool, a Dask cluster), or prepared how many pages (a preparer)
+    for name, prefix in (("batches_by_worker", BATCH_BY), ("pages_prepared_by", PREPARED_BY)):
+        split = {k[len(prefix):]: v for k, v in sorted(run.counts.items()) if k.startswith(prefix)}
+        if split:
+            extra[name] = split
     if run.dry_run:
         channels: dict[str, dict[str, int]] = {}
         for key, value in list(extra.items()):

@@ -218,6 +218,12 @@ class Settings(BaseSettings):
     rate_limit_url: str | None = Field(None, description="Redis (redis://host:6379/0) where every process and "
                                                          "machine shares the rates above, so no second goes over "
                                                          "them; unset: each process keeps its own.")
+    prepare_apart: bool = Field(True, description="A run in one process reads, decides, renders and claims its "
+                                                  "next pages in a second process while this one sends (a file "
+                                                  "or server database; off: in a thread of the sending process).")
+    prepare_apart_from: int = Field(5000, ge=0, description="Customers a run's segment must hold beyond its first "
+                                                            "page for prepare_apart to start a second process "
+                                                            "(about a second of a processor to start).")
     send_attempts: int = Field(3, ge=1, description="Tries per message on transient errors.")
 
     sms_max_segments: int = Field(3, ge=1, description="Longest SMS allowed, in segments.")

@@ -1,0 +1,118 @@
+"""A second process that reads, decides, renders and claims a run's next pages while the run's own process sends.
+
+In one process, preparing a page (its candidates, decisions, messages and claims) and sending
+share one interpreter lock: while a page is prepared in a thread, the sending loop waits for the
+lock after each socket call, and a relay far away sees a third of the usual rate for a second or
+so each page. The preparer takes that work to its own process (its own processor on a machine
+with two): the run's process only marks, sends and records.
+
+The crash rules do not change. The preparer commits its claims before it returns them; a touch
+is marked ``sending`` by the sending process, before it is handed over, and its outcome recorded
+there. The preparer dies with the run's process (``die_with_parent``), and claims it made that
+were never handed over are released by the run's end (``flows.run.finish`` of a failed run) or by
+the next run (``reap``). A preparer that dies stops the run (``RunStopped``), as a dead worker
+process does; one that cannot open the run (another signing key, a database it cannot see) leaves
+the preparing to the run's own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from sqlalchemy.engine import make_url
+
+from crm.db import HISTORY_TABLES, refresh_statistics
+from flows.batch import Prepared, prepare_slice, select_page, terms_for
+from crm.ledger import runs as ledger_runs
+from flows.run import PREPARED_BY, Run, RunRef
+from flows.workers import die_with_parent, worker_run
+from touchflow.errors import ConfigError, RunStopped
+
+log = logging.getLogger(__name__)
+
+
+def can_prepare_apart(run: Run, first_page: int) -> bool:
+    """Whether another process should prepare ``run``'s pages after the first: switched on, a real run with enough
+    customers after the first page to be worth a process, a database that process can open too."""
+    settings = run.settings
+    if not settings.prepare_apart or run.dry_run or run.journey or run.claim_key_of is not None:
+        return False
+    rest = (run.total or 0) - first_page
+    if rest <= 0 or rest < settings.prepare_apart_from:
+        return False
+    url = make_url(run.engine.url)
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+
+
+class Preparer:
+    """The run's preparing process: started once (it imports and opens the run while the first page is sent here),
+    then asked for one page at a time."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.ref = RunRef.of(run)
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=die_with_parent)
+        self.opened: Future = self.pool.submit(open_run, self.ref)
+        self.usable = True
+
+    async def page(self, ids: list[int]) -> Prepared | None:
+        """The page prepared in the preparer (its decisions not to contact recorded, its touches claimed); None when
+        the preparer cannot open the run (the caller prepares here instead)."""
+        try:
+            if self.usable:
+                await asyncio.wrap_future(self.opened)
+                return with_offer(self.run, await asyncio.wrap_future(self.pool.submit(prepared_page, self.ref, ids)))
+        except BrokenProcessPool as exc:
+            raise RunStopped(f"the process preparing run {self.run.run_id}'s pages died ({exc}); the run stopped. "
+                             "What it had claimed and not handed over is released for the next run") from None
+        except ConfigError as exc:
+            log.warning("pages of run %s are prepared in the sending process: %s", self.run.run_id, exc)
+            self.usable = False
+        return None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def open_run(ref: RunRef) -> str:
+    """In the preparer: open the run once (imports, database, key); ConfigError if it cannot."""
+    return worker_run(ref).run_id
+
+
+def prepared_page(ref: RunRef, ids: list[int]) -> Prepared:
+    """In the preparer: read, decide, render and claim one page; what the sending process needs to send it."""
+    run = worker_run(ref)
+    before = Counter(run.counts)
+    candidates, decisions = select_page(run, ids)
+    prepared = prepare_slice(run, candidates, decisions, terms_for(run, candidates, decisions))
+    refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows outgrow what the planner knows
+    prepared.counts.update(run.counts - before)
+    prepared.counts[PREPARED_BY + ledger_runs.owner()] += 1
+    prepared.contexts = _for_fallbacks(run, prepared)
+    return prepared
+
+
+def _for_fallbacks(run: Run, prepared: Prepared) -> dict[int, dict]:
+    """The contexts the sending process may need again (to render a fallback), without the run's offer (read-only
+    mappings do not travel: the sending process has the same offer and puts it back, ``with_offer``)."""
+    if not run.spec.fallback:
+        return {}
+    keep = {c.decision.customer_id for c in prepared.ready if c.decision.fallbacks}
+    return {customer: {k: v for k, v in context.items() if k != "offer"}
+            for customer, context in prepared.contexts.items() if customer in keep}
+
+
+def with_offer(run: Run, prepared: Prepared) -> Prepared:
+    """A page from the preparer with the run's offer back in its contexts."""
+    for context in prepared.contexts.values():
+        context["offer"] = run.offer_values
+    return prepared
+
+
+__all__ = ["Preparer", "can_prepare_apart", "open_run", "prepared_page"]
