@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from channels.base import Message
 from channels.choice import Choice, rank
 from channels.render import Rendered, TemplateError
 from channels.render.context import contexts_for
@@ -27,7 +28,7 @@ from crm.ledger.policy import Candidate, Decision, decide, options
 from crm.ledger.responses import base_responses, responses
 from crm.ledger.runs import live_campaigns
 from crm.ledger.touches import record_decisions, touch_row
-from flows.delivery import Sending, add_duplicates, send_claimed
+from flows.delivery import Sending, add_duplicates, responsive_loop, send_claimed
 from flows.plan import DueRival, batch_rivals, load_plan, rivals_due
 from flows.run import SAMPLE_SIZE, Run, default_policy
 from segments import count, customer_ids, load_library, resolve
@@ -93,6 +94,7 @@ class Prepared:
     contexts: dict[int, dict[str, Any]] = field(default_factory=dict)
     rendered: dict[Any, Rendered] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
+    built: dict[int, Message] = field(default_factory=dict)  # or the messages built already, by touch id
 
 
 def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
@@ -112,7 +114,8 @@ def process_batch(run: Run, ids: list[int]) -> dict[str, int]:
     if run.runner is None:
         run.runner = asyncio.Runner()
     terms = terms_for(run, candidates, decisions)  # rivals looked up once a batch
-    run.runner.run(_prepare_and_send(run, candidates, decisions, terms))
+    with responsive_loop():
+        run.runner.run(_prepare_and_send(run, candidates, decisions, terms))
     refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows soon outgrow what the planner knows
     return dict(run.counts - before)
 
@@ -215,7 +218,7 @@ def ramped(decisions: list[Decision]) -> list[list[Decision]]:
 
 def feed(run: Run, sending: Sending, prepared: Prepared) -> None:
     run.counts.update(prepared.counts)
-    sending.feed(prepared.ready, prepared.contexts, prepared.rendered)
+    sending.feed(prepared.ready, prepared.contexts, prepared.rendered, prepared.built)
 
 
 def prepare_slice(run: Run, candidates: list[Candidate], decisions: list[Decision], terms: Terms) -> Prepared:

@@ -1,7 +1,8 @@
-"""Prefect flows: a campaign (one task per batch of customers) and the daily reminders.
+"""Prefect flows: a campaign (its batches as one pipeline task, or one task per batch on a pool) and the reminders.
 
 Tasks receive ids, not payloads, and keep no results; the logic is ``flows.engine``. A campaign's
-batches run in the flow's process, on a pool of local processes (``workers``), or on an existing
+batches run in the flow's process (one task, the batches overlapping as in ``flows.pipeline``), on
+a pool of local processes (``workers``, one task per batch), or on an existing
 Dask cluster (``dask_address``, through prefect-dask's ``DaskTaskRunner``), whose workers may be
 on other machines and read their own settings (``flows.run.RunRef``).
 """
@@ -44,8 +45,17 @@ def _engine(url: str):
 
 @task(name="campaign-batch", persist_result=False, cache_policy=NO_CACHE)
 def campaign_batch(run: campaign_engine.Run, ids: list[int]) -> dict[str, int]:
-    """Decide, claim, send and record one batch (1k–10k customers)."""
+    """Decide, claim, send and record one batch (1k–10k customers): a dry run's, batch by batch."""
     return campaign_engine.process_batch(run, ids)
+
+
+@task(name="campaign-pages", persist_result=False, cache_policy=NO_CACHE)
+def campaign_pages(run: campaign_engine.Run, batch_size: int) -> None:
+    """Every batch of the run in the flow's process as one pipeline (``flows.pipeline``): the next batch is prepared
+    (in a second process, ``flows.preparer``) while this one is sent. One task run, not one per batch: a task run
+    costs the flow's server round trips that a batch boundary in one process need not pay; the run's progress
+    artifact follows the batches."""
+    campaign_engine.process_pages(run, campaign_engine.segment_pages(run, batch_size))
 
 
 @task(name="campaign-batch-in-worker", persist_result=False, cache_policy=NO_CACHE)
@@ -124,7 +134,8 @@ def campaign_flow(spec_path: str, dry_run: bool = False, as_of: str | None = Non
                   workers: int = 1, dask_address: str | None = None) -> dict[str, Any]:
     """Run one campaign spec end to end; returns its summary.
 
-    ``workers`` > 1 runs the batches on a pool of that many processes (one task per batch still);
+    In one process the batches run as one task, overlapping (``campaign-pages``); ``workers`` > 1 runs them on a
+    pool of that many processes (one task per batch);
     ``dask_address`` (``tcp://scheduler:8786``) runs them on the workers of that Dask cluster
     instead. The database keeps them from contacting anyone twice, as for any concurrent runs. A
     dry run decides everything in the flow's process.
@@ -145,6 +156,8 @@ def campaign_flow(spec_path: str, dry_run: bool = False, as_of: str | None = Non
             _batches_on_dask(run, batch_size, dask_address)
         elif workers > 1 and not dry_run:
             _batches_in_processes(run, batch_size, workers)
+        elif not dry_run:
+            campaign_pages(run, batch_size)
         else:
             for page in campaign_engine.segment_pages(run, batch_size):
                 campaign_batch(run, page)

@@ -22,8 +22,8 @@ from flows.spec import CampaignSpec
 from flows.workers import run_in_workers
 from touchflow.settings import Settings
 
-__all__ = ["Run", "RunRef", "channel_for", "finish", "process_batch", "process_deferred", "run_campaign",
-           "segment_pages", "start"]
+__all__ = ["Run", "RunRef", "channel_for", "finish", "process_batch", "process_deferred", "process_pages",
+           "run_campaign", "segment_pages", "start"]
 
 
 def run_campaign(engine: Engine, spec: CampaignSpec, *, dry_run: bool = False, now: datetime | None = None,

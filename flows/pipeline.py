@@ -24,7 +24,7 @@ from crm.db import HISTORY_TABLES, refresh_statistics
 from crm.ledger.arbitration import Terms
 from crm.ledger.policy import Candidate, Decision
 from flows.batch import FIRST_SLICE, SLICE, feed, prepare_slice, process_batch, ramped, select_page, terms_for
-from flows.delivery import Sending
+from flows.delivery import Sending, responsive_loop
 from flows.preparer import Preparer, can_prepare_apart
 from flows.run import Run
 
@@ -45,7 +45,8 @@ def process_pages(run: Run, pages: Iterable[list[int]]) -> None:
         return
     if run.runner is None:
         run.runner = asyncio.Runner()
-    run.runner.run(_pipeline(run, iter(pages)))
+    with responsive_loop():
+        run.runner.run(_pipeline(run, iter(pages)))
 
 
 async def _pipeline(run: Run, pages: Iterator[list[int]]) -> None:

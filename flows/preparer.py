@@ -27,8 +27,9 @@ from concurrent.futures.process import BrokenProcessPool
 from sqlalchemy.engine import make_url
 
 from crm.db import HISTORY_TABLES, refresh_statistics
-from flows.batch import Prepared, prepare_slice, select_page, terms_for
 from crm.ledger import runs as ledger_runs
+from flows.batch import Prepared, prepare_slice, select_page, terms_for
+from flows.delivery import build_ahead
 from flows.run import PREPARED_BY, Run, RunRef
 from flows.workers import die_with_parent, worker_run
 from touchflow.errors import ConfigError, RunStopped
@@ -94,6 +95,8 @@ def prepared_page(ref: RunRef, ids: list[int]) -> Prepared:
     refresh_statistics(run.engine, HISTORY_TABLES)  # the run's own rows outgrow what the planner knows
     prepared.counts.update(run.counts - before)
     prepared.counts[PREPARED_BY + ledger_runs.owner()] += 1
+    if not run.spec.document:  # (a document is attached when the touch is marked ``sending``)
+        prepared.built, prepared.rendered = build_ahead(run, prepared.ready, prepared.rendered), {}
     prepared.contexts = _for_fallbacks(run, prepared)
     return prepared
 

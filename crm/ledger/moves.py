@@ -86,10 +86,33 @@ def _update(conn: Connection, updates: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql" and len(updates) > 1:
         _update_from_arrays(conn, updates)
         return
+    if conn.dialect.name == "sqlite":
+        _update_rows(conn, updates)
+        return
     keep = {name: func.coalesce(bindparam(name, type_=touches.c[name].type), touches.c[name]) for name in KEPT}
     conn.execute(update(touches).where(touches.c.id == bindparam("b_id"))
                  .values(status=bindparam("status"), updated_at=bindparam("updated_at", type_=touches.c.updated_at.type),
                          **keep), updates)
+
+
+_MOVE_ROW = ("UPDATE touches SET status = ?, updated_at = ?, "
+             + ", ".join(f"{name} = COALESCE(?, {name})" for name in KEPT) + " WHERE id = ?")
+
+
+def _update_rows(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    """The moves as one executemany of plain tuples (SQLite): the instants converted once per value (a move's rows
+    share one), not once per row and column as Core would; the same stored values (the columns' own converters)."""
+    convert = touches.c.updated_at.type._cached_bind_processor(conn.dialect) or (lambda value: value)
+    stored: dict[Any, Any] = {None: None}
+
+    def instant(value: Any) -> Any:
+        if value not in stored:
+            stored[value] = convert(value)
+        return stored[value]
+
+    conn.exec_driver_sql(_MOVE_ROW, [(row["status"], instant(row["updated_at"]),
+                                      *[row[name] for name in _TEXT_KEPT], instant(row["sent_at"]),
+                                      instant(row["delivered_at"]), row["b_id"]) for row in updates])
 
 
 _MOVE_FROM_ARRAYS = text(
