@@ -17,9 +17,8 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -170,14 +169,6 @@ class Sending:
         self.contexts: dict[int, dict] = {}
         self.rendered: dict[Any, Rendered] = {}
         self.built: dict[int, Message] = {}  # messages built ahead (``build_ahead``), by touch id
-        self.books: Callable[[list[dict[str, Any]], datetime], Awaitable[set[int]]] | None = None
-
-    def keep_books_with(self, books: Callable[[list[dict[str, Any]], datetime], Awaitable[set[int]]]) -> None:
-        """From now on the streams' moves (``sending`` marks, outcomes) are written by ``books(moves, at)``, which
-        returns the ids of the touches that moved (``crm.ledger.moves.move`` in another process)."""
-        self.books = books
-        for stream in self.streams.values():
-            stream.books = books
 
     @property
     def waits_on_network(self) -> bool:
@@ -224,7 +215,6 @@ class Sending:
                 channel = channel_for(self.run, name)
                 self.streams[name] = Stream(self.run, channel, name, self.rendered, concurrency(self.run, channel)[0],
                                             self.contexts, self.built)
-                self.streams[name].books = self.books
                 self.flows.append(asyncio.ensure_future(self.streams[name].flow()))
             self.streams[name].add(items)
 
@@ -267,7 +257,6 @@ class Stream:
         self.run, self.channel, self.name, self.rendered, self.connections = run, channel, name, rendered, connections
         self.contexts = {} if contexts is None else contexts  # of touches that may fall back, until answered
         self.built = {} if built is None else built  # messages built ahead, by touch id, until marked
-        self.books: Callable[[list[dict[str, Any]], datetime], Awaitable[set[int]]] | None = None  # see _marked
         self.began: float | None = None  # when the first message was handed over
         self.items: list[Claimed] = []  # added and not yet marked
         self.added = 0
@@ -325,7 +314,7 @@ class Stream:
         """Mark the first chunk, then send while the marker keeps the queue filled; raise what the marker met."""
         if not await self._ready():
             return
-        self._enqueue(await self._marked(self._next_chunk(), []))
+        self._enqueue(self._mark(self._next_chunk(), []))
         self.began = time.monotonic()
         sending = _send(self.channel, self.queue, self._done, self.run, self.name)
         marker, sent = await asyncio.gather(self._marker(), sending, return_exceptions=True)
@@ -348,7 +337,7 @@ class Stream:
         try:
             while await self._ready():
                 chunk, earlier = self._next_chunk(), self.take_outcomes()
-                self._enqueue(await self._marked(chunk, earlier))
+                self._enqueue(await self.off_loop(self._mark, chunk, earlier))
         finally:
             self.queue.put_nowait(None)  # the end of the stream
 
@@ -365,24 +354,12 @@ class Stream:
         del self.items[:self.size]
         return chunk
 
-    async def _marked(self, chunk: list[Claimed], earlier: list[dict[str, Any]]) -> tuple[list, int, int]:
-        """Commit ``chunk`` as ``sending`` with the ``earlier`` outcomes, then build its messages: the moves written by
-        the run's bookkeeper (another process, ``flows.preparer``) when it has one, else in a thread (a network that
-        waits) or here. Its messages, how many touches were lost to another run, how many documents failed."""
-        moves = earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in chunk]
-        if self.books is None:
-            return await self.off_loop(self._mark, chunk, moves)
-        moved = await self.books(moves, self.run.clock())
-        if all(item.touch_id in self.built for item in chunk) and not self.run.spec.document:
-            return self._built(chunk, moved)  # nothing left to build: no thread
-        return await self.off_loop(self._built, chunk, moved)
-
-    def _mark(self, chunk: list[Claimed], moves: list[dict[str, Any]]) -> tuple[list, int, int]:
-        return self._built(chunk, move(self.run.engine, moves, at=self.run.clock()))
-
-    def _built(self, chunk: list[Claimed], moved: set[int]) -> tuple[list, int, int]:
-        """The messages of the touches of ``chunk`` whose move to ``sending`` happened (built now if not already)."""
+    def _mark(self, chunk: list[Claimed], earlier: list[dict[str, Any]]) -> tuple[list, int, int]:
+        """Commit ``chunk`` as ``sending`` with the ``earlier`` outcomes (in a thread): its messages, how many were
+        lost to another run, how many documents failed."""
         run = self.run
+        moved = move(run.engine, earlier + [{"touch_id": item.touch_id, "status": "sending"} for item in chunk],
+                     at=run.clock())
         items = [item for item in chunk if item.touch_id in moved]  # others were settled by another run meanwhile
         tracker = _tracker(run) if self.name == "email" else None
         messages = [self.built.get(item.touch_id) or _message(run, item, _rendered_for(self.rendered, item.decision),

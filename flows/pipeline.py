@@ -72,8 +72,6 @@ async def _pipeline(run: Run, pages: Iterator[list[int]]) -> None:
                 await _here(run, sending, page)
             run.advance(len(page))
             first = False
-            if preparer is not None and sending.books is None and preparer.keeps_books:
-                sending.keep_books_with(preparer.move)  # the sending process only sends from here on
     finally:
         try:
             await sending.finish()

@@ -21,8 +21,6 @@ import asyncio
 import logging
 import multiprocessing
 from collections import Counter
-from datetime import datetime
-from typing import Any
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -30,10 +28,9 @@ from sqlalchemy.engine import make_url
 
 from crm.db import HISTORY_TABLES, refresh_statistics
 from crm.ledger import runs as ledger_runs
-from crm.ledger.moves import move
 from flows.batch import Prepared, prepare_slice, select_page, terms_for
 from flows.delivery import build_ahead
-from flows.run import PREPARED_BY, RECORDED_BY, Run, RunRef
+from flows.run import PREPARED_BY, Run, RunRef
 from flows.workers import die_with_parent, worker_run
 from touchflow.errors import ConfigError, RunStopped
 
@@ -54,30 +51,16 @@ def can_prepare_apart(run: Run, first_page: int) -> bool:
 
 
 class Preparer:
-    """The run's preparing process and its bookkeeper: started once (they import and open the run while the first
-    page is sent here), then the first asked for one page at a time, the second for each chunk's moves."""
+    """The run's preparing process: started once (it imports and opens the run while the first page is sent here),
+    then asked for one page at a time."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
         self.ref = RunRef.of(run)
-        self.pool, self.opened = _process(self.ref)
-        self.books, self.books_opened = _process(self.ref)
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=die_with_parent)
+        self.opened: Future = self.pool.submit(open_run, self.ref)
         self.usable = True
-
-    @property
-    def keeps_books(self) -> bool:
-        """Whether the bookkeeper has opened the run (until then, and if it cannot, the sending process writes)."""
-        return self.books_opened.done() and self.books_opened.exception() is None
-
-    async def move(self, moves: list[dict[str, Any]], at: datetime) -> set[int]:
-        """``crm.ledger.moves.move`` by the bookkeeper: committed there before this returns the ids that moved."""
-        try:
-            who, ids = await asyncio.wrap_future(self.books.submit(moved, self.ref, moves, at))
-        except BrokenProcessPool as exc:
-            raise RunStopped(f"the process recording run {self.run.run_id}'s moves died ({exc}); the run stopped. "
-                             "Touches it was sending are settled as unknown, what it had claimed is released") from None
-        self.run.counts[RECORDED_BY + who] += 1
-        return ids
 
     async def page(self, ids: list[int]) -> Prepared | None:
         """The page prepared in the preparer (its decisions not to contact recorded, its touches claimed); None when
@@ -96,19 +79,6 @@ class Preparer:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.books.shutdown(wait=True, cancel_futures=True)
-
-
-def _process(ref: RunRef) -> tuple[ProcessPoolExecutor, Future]:
-    """One process that dies with this one, opening ``ref``'s run at once."""
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=die_with_parent)
-    return pool, pool.submit(open_run, ref)
-
-
-def moved(ref: RunRef, moves: list[dict[str, Any]], at: datetime) -> tuple[str, set[int]]:
-    """In the bookkeeper: write the moves; this process (host:pid) and the ids of the touches that moved."""
-    return ledger_runs.owner(), move(worker_run(ref).engine, moves, at=at)
 
 
 def open_run(ref: RunRef) -> str:
@@ -148,4 +118,4 @@ def with_offer(run: Run, prepared: Prepared) -> Prepared:
     return prepared
 
 
-__all__ = ["Preparer", "can_prepare_apart", "moved", "open_run", "prepared_page"]
+__all__ = ["Preparer", "can_prepare_apart", "open_run", "prepared_page"]

@@ -50,7 +50,6 @@ def listening(listener: Callable[[int, int | None], None]) -> Iterator[None]:
         PROGRESS.remove(listener)
 BATCH_BY = "batch_by:"  # a count key: "batch_by:host:pid" is one batch that process ran (``flows.workers``)
 PREPARED_BY = "prepared_by:"  # a count key: "prepared_by:host:pid" is one page that process prepared (``flows.preparer``)
-RECORDED_BY = "recorded_by:"  # a count key: "recorded_by:host:pid" is one chunk's moves that process wrote (the same)
 
 
 def freeze(value: Any) -> Any:
@@ -218,13 +217,11 @@ def summarise(run: Run) -> dict[str, Any]:
     base = {"campaign": run.spec.name, "run_id": run.run_id, "dry_run": run.dry_run, "offer": run.spec.offer,
             "purpose": run.spec.purpose, "samples": run.samples}
     extra = {k: v for k, v in sorted(run.counts.items())
-             if not k.startswith(("skipped:", "selected", BATCH_BY, PREPARED_BY, RECORDED_BY))
+             if not k.startswith(("skipped:", "selected", BATCH_BY, PREPARED_BY))
              and (run.dry_run or ":" not in k or k.startswith(("fallback:", "duplicated:", "deferred_sent:",
                                                                             "lost_claim:")))}
-    # which process (host:pid) ran how many batches (a pool, a Dask cluster), or prepared how many pages and recorded
-    # how many chunks' moves (a preparer and its bookkeeper)
-    for name, prefix in (("batches_by_worker", BATCH_BY), ("pages_prepared_by", PREPARED_BY),
-                         ("chunks_recorded_by", RECORDED_BY)):
+    # which process (host:pid) ran how many batches (a pool, a Dask cluster), or prepared how many pages (a preparer)
+    for name, prefix in (("batches_by_worker", BATCH_BY), ("pages_prepared_by", PREPARED_BY)):
         split = {k[len(prefix):]: v for k, v in sorted(run.counts.items()) if k.startswith(prefix)}
         if split:
             extra[name] = split
