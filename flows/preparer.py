@@ -68,18 +68,27 @@ class Preparer:
 
     async def page(self, ids: list[int]) -> Prepared | None:
         """The page prepared in the preparer (its decisions not to contact recorded, its touches claimed); None when
-        the preparer cannot open the run (the caller prepares here instead)."""
+        the preparer could not start or open the run (the caller prepares here instead)."""
+        if not self.usable or not await self._open():
+            return None
         try:
-            if self.usable:
-                await asyncio.wrap_future(self.opened)
-                return with_offer(self.run, await asyncio.wrap_future(self.pool.submit(prepared_page, self.ref, ids)))
+            return with_offer(self.run, await asyncio.wrap_future(self.pool.submit(prepared_page, self.ref, ids)))
         except BrokenProcessPool as exc:
             raise RunStopped(f"the process preparing run {self.run.run_id}'s pages died ({exc}); the run stopped. "
                              "What it had claimed and not handed over is released for the next run") from None
-        except ConfigError as exc:
-            log.warning("pages of run %s are prepared in the sending process: %s", self.run.run_id, exc)
+
+    async def _open(self) -> bool:
+        """Whether the preparer has opened the run; False (once, with a warning) when it cannot: another signing
+        key, a database it cannot see, or a process that died starting (a script that runs a campaign must do it
+        under ``if __name__ == "__main__":``, as for any process pool: a new process imports the script)."""
+        try:
+            await asyncio.wrap_future(self.opened)
+            return True
+        except (ConfigError, BrokenProcessPool) as exc:
+            log.warning("pages of run %s are prepared in the sending process: %s", self.run.run_id,
+                        exc if isinstance(exc, ConfigError) else f"the preparing process did not start ({exc})")
             self.usable = False
-        return None
+            return False
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

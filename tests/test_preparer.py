@@ -3,7 +3,8 @@
 Against a real SMTP server (aiosmtpd) that takes its time over each message: the pages after
 the first are read, decided, rendered and claimed by another process and everyone is mailed
 once; a run killed with SIGKILL takes its preparer with it and the run after it mails nobody
-twice; a preparer killed with SIGKILL stops its run, and the next run mails nobody twice.
+twice; a preparer killed with SIGKILL while it prepares stops its run, and the next run mails
+nobody twice; one killed before it has opened the run leaves the preparing to the run.
 """
 
 from __future__ import annotations
@@ -147,23 +148,50 @@ def test_a_run_killed_takes_its_preparer_with_it_and_nobody_is_mailed_twice(engi
     assert len(server.messages) >= 40 - Counter(final.values())["unknown"]
 
 
-def test_a_preparer_killed_stops_its_run_and_the_next_run_mails_nobody_twice(engine, db_url, tmp_path):
-    build(engine, tmp_path, 40)
-    with SmtpServer(SmtpBehaviour(stall_seconds=0.1)) as server:
+def _touches(engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(Touch.__table__.c.id)).all())
+
+
+def test_a_preparer_killed_while_it_prepares_stops_its_run_and_the_next_run_mails_nobody_twice(engine, db_url,
+                                                                                               tmp_path):
+    build(engine, tmp_path, 300)  # 50 pages of 6: the preparer is busy for a while after it opens the run
+    with SmtpServer(SmtpBehaviour(stall_seconds=0.02)) as server:
         env = _env(db_url, server.port)
         command = [sys.executable, "-c", RUN]
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        os.kill(_preparer_of(process.pid, time.time() + 60), signal.SIGKILL)  # while the first page is sent
+        preparer = _preparer_of(process.pid, time.time() + 60)
+        deadline = time.time() + 60
+        while _touches(engine) <= 6 and time.time() < deadline:  # the first page is this process's; then its claims
+            time.sleep(0.01)
+        os.kill(preparer, signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
-        assert process.returncode != 0
+        assert process.returncode != 0, stderr
         assert "the process preparing" in stderr and "died" in stderr, stderr
-        stopped = len(server.messages)
-        assert stopped < 40
+        assert len(server.messages) < 300
         again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stderr
-        final = _mailed_once(engine, server, 40)
+        final = _mailed_once(engine, server, 300)
     with engine.connect() as conn:
         runs = sorted(conn.execute(select(CampaignRun.__table__.c.status)).scalars())
     assert runs == ["failed", "finished"]  # the first run ended itself: what it had claimed was released at once
-    assert len(server.messages) >= 40 - Counter(final.values())["unknown"]
+    assert len(server.messages) >= 300 - Counter(final.values())["unknown"]
+
+
+def test_a_preparer_that_dies_starting_leaves_the_preparing_to_the_run(engine, db_url, tmp_path):
+    """Killed before it has opened the run (as a process that cannot start would die): the run prepares its pages
+    itself, says why, and mails everyone once."""
+    build(engine, tmp_path, 40)
+    with SmtpServer(SmtpBehaviour(stall_seconds=0.1)) as server:
+        env = _env(db_url, server.port)
+        process = subprocess.Popen([sys.executable, "-c", RUN], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        os.kill(_preparer_of(process.pid, time.time() + 60), signal.SIGKILL)  # while it imports
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        assert "prepared in the sending process" in stderr and "did not start" in stderr, stderr
+        summary = json.loads(stdout.splitlines()[-1])
+        per_recipient = Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
+    assert summary["channels"]["email"]["sent"] == 40 and "pages_prepared_by" not in summary["other"]
+    assert len(per_recipient) == 40 and set(per_recipient.values()) == {1}
