@@ -17,8 +17,8 @@ the process dies is released by the next run (``reap``).
 from __future__ import annotations
 
 import asyncio
-from itertools import chain
 from collections.abc import Iterable, Iterator
+from itertools import chain
 
 from crm.db import HISTORY_TABLES, refresh_statistics
 from crm.ledger.arbitration import Terms

@@ -23,20 +23,27 @@ from tests.servers import SmtpBehaviour, SmtpServer
 from tests.test_concurrency import ROOT, build
 
 
-def test_the_next_page_is_sent_while_the_page_before_is_in_flight(engine, db_url, tmp_path):
+def run_against_slow_smtp(engine, db_url, tmp_path, *, name: str, stall_seconds: float,
+                          **settings) -> tuple[dict, Counter]:
+    """80 customers mailed by campaign ``name`` in pages of 20, over 4 connections to an aiosmtpd that takes
+    ``stall_seconds`` over each message; the run's summary and the messages each recipient got."""
     from flows.engine import run_campaign
     from flows.spec import CampaignSpec
     from touchflow.settings import Settings
 
     build(engine, tmp_path, 80)
-    spec = CampaignSpec(name="overlap", rule={"field": "name", "contains": "Клиент"}, purpose="marketing",
+    spec = CampaignSpec(name=name, rule={"field": "name", "contains": "Клиент"}, purpose="marketing",
                         offer="o-1", template="winback", channels=["email"], policy={"quiet_hours": "off"},
                         offer_values={"discount_percent": 5})
-    with SmtpServer(SmtpBehaviour(stall_seconds=0.1)) as server:
-        settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=server.port, smtp_pool_size=4,
-                            smtp_max_connections=4, send_attempts=1, database_url=db_url)
-        summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=20, settings=settings)
-        per_recipient = Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
+    with SmtpServer(SmtpBehaviour(stall_seconds=stall_seconds)) as server:
+        config = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=server.port, smtp_pool_size=4,
+                          smtp_max_connections=4, send_attempts=1, database_url=db_url, **settings)
+        summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=20, settings=config)
+        return summary, Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
+
+
+def test_the_next_page_is_sent_while_the_page_before_is_in_flight(engine, db_url, tmp_path):
+    summary, per_recipient = run_against_slow_smtp(engine, db_url, tmp_path, name="overlap", stall_seconds=0.1)
     assert summary["selected"] == 80 and summary["channels"]["email"]["sent"] == 80
     assert len(per_recipient) == 80 and set(per_recipient.values()) == {1}
     touches, events = Touch.__table__.c, TouchEvent.__table__.c

@@ -24,23 +24,12 @@ from sqlalchemy import select
 from crm.models import CampaignRun, Touch
 from tests.servers import SmtpBehaviour, SmtpServer
 from tests.test_concurrency import ROOT, build
-from tests.test_pipeline import RUN
+from tests.test_pipeline import RUN, run_against_slow_smtp
 
 
 def test_the_pages_after_the_first_are_prepared_in_another_process(engine, db_url, tmp_path):
-    from flows.engine import run_campaign
-    from flows.spec import CampaignSpec
-    from touchflow.settings import Settings
-
-    build(engine, tmp_path, 80)
-    spec = CampaignSpec(name="apart", rule={"field": "name", "contains": "Клиент"}, purpose="marketing",
-                        offer="o-1", template="winback", channels=["email"], policy={"quiet_hours": "off"},
-                        offer_values={"discount_percent": 5})
-    with SmtpServer(SmtpBehaviour(stall_seconds=0.05)) as server:
-        settings = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=server.port, smtp_pool_size=4,
-                            smtp_max_connections=4, send_attempts=1, database_url=db_url, prepare_apart_from=0)
-        summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=20, settings=settings)
-        per_recipient = Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
+    summary, per_recipient = run_against_slow_smtp(engine, db_url, tmp_path, name="apart", stall_seconds=0.05,
+                                                   prepare_apart_from=0)
     assert summary["selected"] == 80 and summary["channels"]["email"]["sent"] == 80
     assert len(per_recipient) == 80 and set(per_recipient.values()) == {1}
     prepared_by = summary["other"]["pages_prepared_by"]  # host:pid → pages
