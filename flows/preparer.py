@@ -60,7 +60,7 @@ class Preparer:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.ref = RunRef.of(run)
+        self.ref = RunRef.local(run)  # the run's own settings: a script's ``settings=`` hold there too
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=die_with_parent)
         self.opened: Future = self.pool.submit(open_run, self.ref)

@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
@@ -288,7 +288,8 @@ def without_url_password(url: str) -> str:
 
 @dataclass(frozen=True)
 class RunRef:
-    """What another process, on this machine or another, needs to take part in a run: picklable, without a secret.
+    """What another process, on this machine or another, needs to take part in a run: picklable, without a secret
+    (unless ``local``).
 
     It names the run (spec, id, clock) and carries the non-secret settings the run chose
     (``chosen_settings``). A worker reads its secrets and its database from its own configuration
@@ -296,6 +297,12 @@ class RunRef:
     URL without its password, is used only by a worker whose configuration names no database (a
     pool on the flow's own machine). ``key_check`` lets a worker refuse to sign unsubscribe links
     with another key than the run's.
+
+    A process the run's own process starts itself (its preparer, the pool of ``run_campaign``'s
+    ``workers``) gets the run's settings whole instead (``local``): they go through a pipe between
+    two processes of one user, never through Prefect or Dask, and such a process works on the
+    run's database with the run's key even when the run was given settings that its environment
+    does not hold (``run_campaign(..., settings=...)`` from a script).
     """
 
     database: str
@@ -306,11 +313,19 @@ class RunRef:
     chosen: dict[str, Any]
     key_check: str
     local_processes: int = 1  # processes of this machine sharing the run: without a shared limiter, each keeps 1/n
+    settings: Settings | None = field(default=None, repr=False)  # the run's own, for a process it started (``local``)
 
     @classmethod
     def of(cls, run: Run) -> "RunRef":
         return cls(without_password(run.engine.url), run.spec, run.run_id, run.now, run.as_of,
                    chosen_settings(run.settings), key_check(run.run_id, run.key))
+
+    @classmethod
+    def local(cls, run: Run, processes: int = 1) -> "RunRef":
+        """For processes this one starts itself: the run's settings whole, its database URL with its password."""
+        url = run.engine.url.render_as_string(hide_password=False)
+        return replace(cls.of(run), local_processes=processes,
+                       settings=run.settings.model_copy(update={"database_url": url}))
 
     def open(self) -> Run:
         """This process's own ``Run`` of the same run: its database, its secrets, the run's choices, its channels.
@@ -320,8 +335,11 @@ class RunRef:
         """
         from touchflow.settings import sources
 
-        own = get_settings()
-        url = own.database_url if sources(own)["database_url"] != "default" else self.database
+        if self.settings is not None:
+            own, url = self.settings, self.settings.database_url
+        else:
+            own = get_settings()
+            url = own.database_url if sources(own)["database_url"] != "default" else self.database
         engine = self._engine(url)
         settings = own.model_copy(update={**self.chosen, "database_url": url})
         key = signing_key(engine, configured_secret(settings))

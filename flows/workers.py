@@ -12,7 +12,6 @@ and settles what a worker that died mid-batch left in flight (``settle_lost_batc
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -337,7 +336,7 @@ def run_in_workers(run: Run, page_size: int, workers: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ref = dataclasses.replace(RunRef.of(run), local_processes=workers)
+    ref = RunRef.local(run, workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=die_with_parent) as pool:
         feed_pool(run, page_size, workers, lambda page: pool.submit(pooled_batch, ref, page))

@@ -40,6 +40,18 @@ def test_the_pages_after_the_first_are_prepared_in_another_process(engine, db_ur
     assert statuses == {"sent": 80}
 
 
+def test_the_preparer_works_with_the_settings_the_run_was_given(engine, db_url, tmp_path, monkeypatch):
+    """A script's ``run_campaign(..., settings=...)`` whose environment names another database and another key: the
+    preparer still opens the run (its database, its key) and prepares the pages, rather than the run doing it."""
+    monkeypatch.setenv("TOUCHFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    monkeypatch.setenv("TOUCHFLOW_SECRET_KEY", "not-the-run-s-key")
+    summary, per_recipient = run_against_slow_smtp(engine, db_url, tmp_path, name="given", stall_seconds=0.02,
+                                                   prepare_apart_from=0, secret_key="the-run-s-own-key")
+    assert len(per_recipient) == 80 and set(per_recipient.values()) == {1}
+    assert sum(summary["other"]["pages_prepared_by"].values()) == 3
+    assert not (tmp_path / "elsewhere.db").exists()
+
+
 def test_a_small_run_prepares_its_pages_itself(engine, db_url, tmp_path):
     """Below ``prepare_apart_from`` customers after the first page, no second process is started."""
     from flows.engine import run_campaign
