@@ -77,7 +77,7 @@ async def _pipeline(run: Run, pages: Iterator[list[int]]) -> None:
             await sending.finish()
         finally:
             if preparer is not None:
-                preparer.close()
+                await preparer.close()
 
 
 async def _here(run: Run, sending: Sending, page: list[int]) -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 
 CLAIM_SLICE = 1000  # customers the preparer claims in one write transaction
+SEAL_EVERY = 2.0  # seconds between the preparer's seals of what the run has recorded so far
 
 
 def can_prepare_apart(run: Run, first_page: int) -> bool:
@@ -65,12 +66,15 @@ class Preparer:
                                         initializer=die_with_parent)
         self.opened: Future = self.pool.submit(open_run, self.ref)
         self.usable = True
+        self.sealing: asyncio.Task | None = None
 
     async def page(self, ids: list[int]) -> Prepared | None:
         """The page prepared in the preparer (its decisions not to contact recorded, its touches claimed); None when
         the preparer could not start or open the run (the caller prepares here instead)."""
         if not self.usable or not await self._open():
             return None
+        if self.sealing is None:
+            self.sealing = asyncio.ensure_future(self._seal_behind())
         try:
             return with_offer(self.run, await asyncio.wrap_future(self.pool.submit(prepared_page, self.ref, ids)))
         except BrokenProcessPool as exc:
@@ -90,13 +94,40 @@ class Preparer:
             self.usable = False
             return False
 
-    def close(self) -> None:
+    async def _seal_behind(self) -> None:
+        """Every ``SEAL_EVERY`` seconds, between two pages, the preparer seals the history up to what the run has
+        recorded: the run's closing seal then covers its last seconds, not the whole run, and the sending process
+        does none of the hashing. A seal that fails is left to the closing one."""
+        while True:
+            await asyncio.sleep(SEAL_EVERY)
+            try:
+                await asyncio.wrap_future(self.pool.submit(seal_so_far, self.ref))
+            except BrokenProcessPool:
+                return  # the next page says so
+            except Exception as exc:  # noqa: BLE001 - the run's closing seal seals the same rows
+                log.warning("run %s: its preparer could not seal the history so far (%s); the run's end seals it",
+                            self.run.run_id, exc)
+                return
+
+    async def close(self) -> None:
+        """Stop sealing and end the process (a seal under way is finished first)."""
+        if self.sealing is not None:
+            self.sealing.cancel()
+            await asyncio.gather(self.sealing, return_exceptions=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def open_run(ref: RunRef) -> str:
     """In the preparer: open the run once (imports, database, key); ConfigError if it cannot."""
     return worker_run(ref).run_id
+
+
+def seal_so_far(ref: RunRef) -> None:
+    """In the preparer: seal every chain up to its newest settled row (``crm.ledger.audit.seal``), with the run's key."""
+    from crm.ledger.audit import seal
+
+    run = worker_run(ref)
+    seal(run.engine, key=run.key)
 
 
 def prepared_page(ref: RunRef, ids: list[int]) -> Prepared:
@@ -145,4 +176,4 @@ def with_offer(run: Run, prepared: Prepared) -> Prepared:
     return prepared
 
 
-__all__ = ["Preparer", "can_prepare_apart", "open_run", "prepared_page"]
+__all__ = ["Preparer", "SEAL_EVERY", "can_prepare_apart", "open_run", "prepared_page", "seal_so_far"]
