@@ -4,7 +4,9 @@ In one process, preparing a page (its candidates, decisions, messages and claims
 share one interpreter lock: while a page is prepared in a thread, the sending loop waits for the
 lock after each socket call, and a relay far away sees a third of the usual rate for a second or
 so each page. The preparer takes that work to its own process (its own processor on a machine
-with two): the run's process only marks, sends and records.
+with two): the run's process only marks, sends and records. Between two pages the preparer also
+seals the history recorded so far (every ``SEAL_EVERY`` seconds), so that the run's closing seal
+covers its last seconds only.
 
 The crash rules do not change. The preparer commits its claims before it returns them; a touch
 is marked ``sending`` by the sending process, before it is handed over, and its outcome recorded

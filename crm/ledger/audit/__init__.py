@@ -22,7 +22,8 @@ What is not chained, and why:
       (``keep_body: false``) and one removed later look alike: only its hash is evidence.
 
 Seals. ``seal`` records a chain's value after a table's newest row, continuing from the table's
-newest seal (a campaign run seals at its end; the web server after each consent it writes). A
+newest seal (a campaign run seals at its end, and its preparer every 2 s while it sends; the web
+server after each consent it writes). A
 version-2 seal is numbered per table (``seq`` 1, 2, 3...) and keyed: ``mac`` is an HMAC-SHA256,
 under the installation's secret, of (table, seq, last_id, rows, chain, the previous seal's mac), so
 a forged, edited, removed or renumbered seal is found (a seal keyed with the key kept in the
