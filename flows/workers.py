@@ -3,8 +3,9 @@
 The parent pages the segment once and hands the pages to the pool, at most two waiting per
 process (memory stays flat); the database keeps the processes from contacting anyone twice, as
 it does for any concurrent runs. A worker process keeps its run (engine, channels, signing key)
-across batches (``worker_run``), built from a ``RunRef`` and the worker's own settings (no secret
-travels). A local pool's process ends itself as soon as its parent is gone (``die_with_parent``):
+across batches (``worker_run``), built from a ``RunRef``: a Dask worker reads its own settings (no
+secret travels), a local pool's process gets the run's (``RunRef.local``). While the pool works,
+the parent seals the history behind it (``sealing_behind``). A local pool's process ends itself as soon as its parent is gone (``die_with_parent``):
 a worker left sending after its run was killed would race the next run. A Dask worker outlives
 runs: the flow releases what it kept when the run's batches are done (``release_everywhere``),
 and settles what a worker that died mid-batch left in flight (``settle_lost_batches``).
@@ -12,18 +13,24 @@ and settles what a worker that died mid-batch left in flight (``settle_lost_batc
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any
 
 from crm.ledger import runs as ledger_runs
 from flows.run import BATCH_BY, Run, RunRef
 from touchflow.errors import ConfigError, RunStopped
+
+log = logging.getLogger(__name__)
+
+SEAL_EVERY = 2.0  # seconds between the seals of what a pool's run has recorded so far (``sealing_behind``)
 
 _WORKER_RUNS: dict[tuple[str, int], tuple[Run, Any]] = {}  # (run id, thread) → the run and its finalizer
 _RUNS_LOCK = threading.Lock()
@@ -196,19 +203,56 @@ def feed_pool(run: Run, page_size: int, workers: int, submit: Callable[[list[int
 
     pending: deque = deque()  # (future, customers in its page)
     try:
-        for page in segment_pages(run, page_size):
-            run.check_lease()
-            if len(pending) >= 2 * workers:
-                _collect(run, *pending.popleft())
-            pending.append((submit(page), len(page)))
-        while pending:
-            _collect(run, *pending.popleft())
+        with sealing_behind(run):
+            _feed(run, segment_pages(run, page_size), workers, submit, pending)
     finally:
         for future, _ in pending:  # a batch failed: let the others end before the run is closed
             try:
                 future.result()
             except BaseException:  # noqa: BLE001 - the first failure is the one raised
                 pass
+
+
+def _feed(run: Run, pages: Iterable[list[int]], workers: int, submit: Callable[[list[int]], Any],
+          pending: deque) -> None:
+    """Submit every page, at most two waiting per process, and collect each batch's counts as it ends."""
+    for page in pages:
+        run.check_lease()
+        if len(pending) >= 2 * workers:
+            _collect(run, *pending.popleft())
+        pending.append((submit(page), len(page)))
+    while pending:
+        _collect(run, *pending.popleft())
+
+
+@contextmanager
+def sealing_behind(run: Run) -> Iterator[None]:
+    """While the pool works, this process (it only hands out pages) seals the history every ``SEAL_EVERY`` seconds in
+    a thread: the run's closing seal then covers its last seconds, not the whole run. A seal that fails is left to
+    the closing one."""
+    from crm.ledger.audit import seal
+
+    if run.dry_run:  # it writes nothing
+        yield
+        return
+    stop = threading.Event()
+
+    def seal_until_stopped() -> None:
+        while not stop.wait(SEAL_EVERY):
+            try:
+                seal(run.engine, key=run.key)
+            except Exception as exc:  # noqa: BLE001 - the run's closing seal seals the same rows
+                log.warning("run %s: the history so far could not be sealed (%s); the run's end seals it",
+                            run.run_id, exc)
+                return
+
+    sealer = threading.Thread(target=seal_until_stopped, name="sealer", daemon=True)
+    sealer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sealer.join()
 
 
 def _collect(run: Run, future: Any, customers: int) -> None:

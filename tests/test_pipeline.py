@@ -23,10 +23,10 @@ from tests.servers import SmtpBehaviour, SmtpServer
 from tests.test_concurrency import ROOT, build
 
 
-def run_against_slow_smtp(engine, db_url, tmp_path, *, name: str, stall_seconds: float,
+def run_against_slow_smtp(engine, db_url, tmp_path, *, name: str, stall_seconds: float, workers: int = 1,
                           **settings) -> tuple[dict, Counter]:
-    """80 customers mailed by campaign ``name`` in pages of 20, over 4 connections to an aiosmtpd that takes
-    ``stall_seconds`` over each message; the run's summary and the messages each recipient got."""
+    """80 customers mailed by campaign ``name`` in pages of 20 (by ``workers`` processes), over 4 connections to an
+    aiosmtpd that takes ``stall_seconds`` over each message; the run's summary and the messages each recipient got."""
     from flows.engine import run_campaign
     from flows.spec import CampaignSpec
     from touchflow.settings import Settings
@@ -38,7 +38,8 @@ def run_against_slow_smtp(engine, db_url, tmp_path, *, name: str, stall_seconds:
     with SmtpServer(SmtpBehaviour(stall_seconds=stall_seconds)) as server:
         config = Settings(email_transport="smtp", smtp_host="127.0.0.1", smtp_port=server.port, smtp_pool_size=4,
                           smtp_max_connections=4, send_attempts=1, database_url=db_url, **settings)
-        summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=20, settings=config)
+        summary = run_campaign(engine, spec, now=datetime.now(timezone.utc), page_size=20, settings=config,
+                               workers=workers)
         return summary, Counter(rcpt for envelope in server.messages for rcpt in envelope.rcpt_tos)
 
 

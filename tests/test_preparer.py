@@ -40,30 +40,6 @@ def test_the_pages_after_the_first_are_prepared_in_another_process(engine, db_ur
     assert statuses == {"sent": 80}
 
 
-def test_the_preparer_seals_the_history_while_the_run_sends(engine, db_url, tmp_path, monkeypatch):
-    """Seals made by the preparer during the run, numbered on into the run's closing seal, and a history that verifies:
-    the run's own end seals only its last rows."""
-    from crm.ledger.audit import verify
-    from crm.models import ChainSeal
-    from flows import preparer
-
-    monkeypatch.setattr(preparer, "SEAL_EVERY", 0.2)
-    summary, per_recipient = run_against_slow_smtp(engine, db_url, tmp_path, name="sealed", stall_seconds=0.1,
-                                                   prepare_apart_from=0)
-    assert len(per_recipient) == 80 and set(per_recipient.values()) == {1}
-    seals = ChainSeal.__table__.c
-    with engine.connect() as conn:
-        made = conn.execute(select(seals.seq, seals.rows).where(seals.table_name == "touch_events")
-                            .order_by(seals.seq)).all()
-    assert len(made) >= 3  # while the run sent (at least twice in its 2 s), then at its end
-    closing = summary["sealed"]["touch_events"]  # what the run's summary names: the newest seal
-    assert (closing["seq"], closing["rows"]) == (made[-1].seq, made[-1].rows)
-    assert made[-2].rows < made[-1].rows  # the closing seal added what was recorded since the preparer's last one
-    report = verify(engine)
-    assert report.intact, report.problems
-    assert not any(report.unsealed.values())
-
-
 def test_the_preparer_works_with_the_settings_the_run_was_given(engine, db_url, tmp_path, monkeypatch):
     """A script's ``run_campaign(..., settings=...)`` whose environment names another database and another key: the
     preparer still opens the run (its database, its key) and prepares the pages, rather than the run doing it."""
