@@ -34,14 +34,13 @@ from crm.ledger.policy import Candidate, Decision
 from flows.batch import Prepared, prepare_slice, select_page, terms_for
 from flows.delivery import build_ahead
 from flows.run import PREPARED_BY, Run, RunRef
-from flows.workers import die_with_parent, worker_run
+from flows.workers import SEAL_EVERY, die_with_parent, worker_run
 from touchflow.errors import ConfigError, RunStopped
 
 log = logging.getLogger(__name__)
 
 
 CLAIM_SLICE = 1000  # customers the preparer claims in one write transaction
-SEAL_EVERY = 2.0  # seconds between the preparer's seals of what the run has recorded so far
 
 
 def can_prepare_apart(run: Run, first_page: int) -> bool:
@@ -178,4 +177,4 @@ def with_offer(run: Run, prepared: Prepared) -> Prepared:
     return prepared
 
 
-__all__ = ["Preparer", "SEAL_EVERY", "can_prepare_apart", "open_run", "prepared_page", "seal_so_far"]
+__all__ = ["Preparer", "can_prepare_apart", "open_run", "prepared_page", "seal_so_far"]

@@ -5,8 +5,9 @@ process (memory stays flat); the database keeps the processes from contacting an
 it does for any concurrent runs. A worker process keeps its run (engine, channels, signing key)
 across batches (``worker_run``), built from a ``RunRef``: a Dask worker reads its own settings (no
 secret travels), a local pool's process gets the run's (``RunRef.local``). While the pool works,
-the parent seals the history behind it (``sealing_behind``). A local pool's process ends itself as soon as its parent is gone (``die_with_parent``):
-a worker left sending after its run was killed would race the next run. A Dask worker outlives
+the parent seals the history behind it (``sealing_behind``). A local pool's process ends itself
+as soon as its parent is gone (``die_with_parent``): a worker left sending after its run was
+killed would race the next run. A Dask worker outlives
 runs: the flow releases what it kept when the run's batches are done (``release_everywhere``),
 and settles what a worker that died mid-batch left in flight (``settle_lost_batches``).
 """
@@ -30,7 +31,7 @@ from touchflow.errors import ConfigError, RunStopped
 
 log = logging.getLogger(__name__)
 
-SEAL_EVERY = 2.0  # seconds between the seals of what a pool's run has recorded so far (``sealing_behind``)
+SEAL_EVERY = 2.0  # seconds between seals of what a run has recorded so far (``sealing_behind``, the preparer)
 
 _WORKER_RUNS: dict[tuple[str, int], tuple[Run, Any]] = {}  # (run id, thread) → the run and its finalizer
 _RUNS_LOCK = threading.Lock()

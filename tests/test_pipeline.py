@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crm.models import CampaignRun, Touch, TouchEvent
 from tests.servers import SmtpBehaviour, SmtpServer
@@ -125,4 +125,4 @@ def test_a_run_killed_in_the_overlap_never_sends_twice(engine, db_url, tmp_path)
 def _claimed(engine) -> int:
     """Touches claimed and not yet marked ``sending``."""
     with engine.connect() as conn:
-        return len(conn.execute(select(Touch.__table__.c.id).where(Touch.__table__.c.status == "claimed")).all())
+        return conn.execute(select(func.count()).where(Touch.__table__.c.status == "claimed")).scalar_one()
